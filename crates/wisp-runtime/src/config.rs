@@ -1,0 +1,47 @@
+//! What wispd hands a keeper when it starts one (`wisp-keeper --config FILE`).
+
+use std::path::PathBuf;
+
+use serde::{Deserialize, Serialize};
+
+/// Resource limits of one sprite. `None` leaves that resource unlimited.
+#[derive(Debug, Clone, Default, Serialize, Deserialize, PartialEq)]
+pub struct Limits {
+    /// Memory limit in bytes (memory.max / memory.limit_in_bytes).
+    pub memory_bytes: Option<u64>,
+    /// CPU limit in thousandths of a CPU (1000 = one full CPU).
+    pub cpu_millis: Option<u64>,
+    /// Maximum number of tasks (pids.max).
+    pub pids_max: Option<u64>,
+}
+
+/// Everything a keeper needs to start and hold one sprite.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+pub struct KeeperConfig {
+    /// Stable id of the sprite (`sprite-<uuid>`); names cgroups and logs.
+    pub sprite_id: String,
+    /// Hostname inside the sprite (the sprite's name).
+    pub hostname: String,
+    /// Unix socket the keeper listens on.
+    pub socket: PathBuf,
+    /// An empty directory used as the mount point of the sprite's root. The mount exists only
+    /// inside the sprite's mount namespace, so nothing shows on the host.
+    pub root_mount: PathBuf,
+    /// Read-only image layers, uppermost first.
+    pub lower: Vec<PathBuf>,
+    /// The sprite's persistent writable layer and overlayfs work dir (same filesystem).
+    pub upper: PathBuf,
+    pub work: PathBuf,
+    /// Host directory shown read-only at `/.sprite` inside the sprite.
+    pub sprite_dir: PathBuf,
+    pub limits: Limits,
+    /// Name of the cgroup parent under every hierarchy (`wisp`); the sprite's cgroup is
+    /// `<parent>/<sprite_id>`.
+    pub cgroup_parent: String,
+}
+
+impl KeeperConfig {
+    pub fn from_json(bytes: &[u8]) -> Result<Self, serde_json::Error> {
+        serde_json::from_slice(bytes)
+    }
+}

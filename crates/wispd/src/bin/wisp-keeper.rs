@@ -1,1 +1,5 @@
-fn main() {}
+//! The per-sprite keeper process; see `wisp_runtime::keeper`.
+
+fn main() {
+    wisp_runtime::keeper::main()
+}

@@ -1,0 +1,57 @@
+//! Process creation: fork, and clone into new namespaces.
+
+use nix::sched::CloneFlags;
+use nix::unistd::{ForkResult, Pid};
+
+/// Result of [`fork_single_threaded`].
+pub enum Forked {
+    Parent(Pid),
+    Child,
+}
+
+/// fork(2). Only for callers that are single-threaded at the time of the call (the sprite's
+/// init, or the keeper before it starts any thread).
+pub fn fork_single_threaded() -> nix::Result<Forked> {
+    // SAFETY: the caller guarantees the process has one thread, so the child inherits no
+    // locks held by other threads and may allocate freely before exec.
+    match unsafe { nix::unistd::fork() }? {
+        ForkResult::Parent { child } => Ok(Forked::Parent(child)),
+        ForkResult::Child => Ok(Forked::Child),
+    }
+}
+
+/// Starts `child` in a new process created with `flags` (namespaces) and SIGCHLD as its exit
+/// signal. The child runs on its own 1 MiB stack and exits with the closure's return value.
+/// Only for single-threaded callers, like [`fork_single_threaded`].
+pub fn clone_into_namespaces(
+    flags: CloneFlags,
+    child: Box<dyn FnMut() -> isize + '_>,
+) -> nix::Result<Pid> {
+    let mut stack = vec![0u8; 1 << 20];
+    // SAFETY: without CLONE_VM the child gets a copy of our address space, so this behaves
+    // like fork with the closure as the child's entry point; the stack buffer lives until
+    // clone returns in the parent (the child uses its own copy). The caller is single-
+    // threaded, so the copied heap holds no lock owned by another thread.
+    unsafe {
+        nix::sched::clone(
+            child,
+            &mut stack,
+            flags,
+            Some(nix::sys::signal::Signal::SIGCHLD as i32),
+        )
+    }
+}
+
+/// Restores the default disposition of `sig` (for a child about to exec).
+pub fn reset_signal(sig: nix::sys::signal::Signal) {
+    // SAFETY: installing SIG_DFL registers no Rust handler, so no handler can run code that is
+    // not async-signal-safe.
+    let _ = unsafe { nix::sys::signal::signal(sig, nix::sys::signal::SigHandler::SigDfl) };
+}
+
+/// Ends the process at once, without running destructors or atexit handlers; for a forked
+/// child whose exec failed (it must not flush or free the parent's copied state).
+pub fn exit_now(code: i32) -> ! {
+    // SAFETY: _exit has no preconditions; it never returns.
+    unsafe { libc::_exit(code) }
+}

@@ -1,0 +1,109 @@
+//! The few API calls the benchmarks time, over the public API only.
+
+use anyhow::{anyhow, bail, Context, Result};
+use futures_util::StreamExt;
+use tokio_tungstenite::tungstenite::client::IntoClientRequest;
+use tokio_tungstenite::tungstenite::Message;
+
+pub struct Api {
+    http: reqwest::Client,
+    base: String,
+    token: String,
+}
+
+impl Api {
+    pub fn new(base: &str, token: &str) -> Api {
+        Api {
+            http: reqwest::Client::new(),
+            base: base.trim_end_matches('/').to_string(),
+            token: token.to_string(),
+        }
+    }
+
+    pub async fn create(&self, name: &str) -> Result<()> {
+        let r = self
+            .http
+            .post(format!("{}/v1/sprites", self.base))
+            .bearer_auth(&self.token)
+            .json(&serde_json::json!({ "name": name }))
+            .send()
+            .await?;
+        if r.status().as_u16() != 201 {
+            bail!("create {name}: {} {}", r.status(), r.text().await.unwrap_or_default());
+        }
+        Ok(())
+    }
+
+    pub async fn delete(&self, name: &str) -> Result<()> {
+        let r = self
+            .http
+            .delete(format!("{}/v1/sprites/{name}", self.base))
+            .bearer_auth(&self.token)
+            .send()
+            .await?;
+        if !r.status().is_success() {
+            bail!("delete {name}: {}", r.status());
+        }
+        Ok(())
+    }
+
+    /// Runs `argv` over the exec WebSocket and returns its exit code.
+    pub async fn exec_ws(&self, name: &str, argv: &[&str]) -> Result<i32> {
+        let mut url = format!("{}/v1/sprites/{name}/exec?", self.base.replacen("http", "ws", 1));
+        for a in argv {
+            url.push_str("cmd=");
+            url.push_str(&encode(a));
+            url.push('&');
+        }
+        url.push_str("path=");
+        url.push_str(&encode(argv[0]));
+        let mut req = url.into_client_request()?;
+        req.headers_mut().insert(
+            "authorization",
+            format!("Bearer {}", self.token).parse()?,
+        );
+        let (mut ws, _) = tokio_tungstenite::connect_async(req)
+            .await
+            .context("exec handshake")?;
+        while let Some(msg) = ws.next().await {
+            if let Message::Binary(b) = msg? {
+                if b.first() == Some(&wisp_api::exec::STREAM_EXIT) {
+                    let code = b.get(1).copied().unwrap_or(255) as i32;
+                    let _ = ws.close(None).await;
+                    return Ok(code);
+                }
+            }
+        }
+        Err(anyhow!("exec socket closed without an exit code"))
+    }
+
+    /// Runs `argv` through the plain HTTP exec endpoint; returns the exit code.
+    pub async fn exec_http(&self, name: &str, argv: &[&str]) -> Result<i32> {
+        let mut q: Vec<(&str, &str)> = argv.iter().map(|a| ("cmd", *a)).collect();
+        q.push(("path", argv[0]));
+        let body = self
+            .http
+            .post(format!("{}/v1/sprites/{name}/exec", self.base))
+            .bearer_auth(&self.token)
+            .query(&q)
+            .send()
+            .await?
+            .bytes()
+            .await?;
+        match body.len() {
+            n if n >= 2 && body[n - 2] == wisp_api::exec::STREAM_EXIT => Ok(body[n - 1] as i32),
+            _ => bail!("HTTP exec answered without an exit frame"),
+        }
+    }
+}
+
+fn encode(s: &str) -> String {
+    s.bytes()
+        .map(|b| match b {
+            b'A'..=b'Z' | b'a'..=b'z' | b'0'..=b'9' | b'-' | b'_' | b'.' | b'~' => {
+                (b as char).to_string()
+            }
+            _ => format!("%{b:02X}"),
+        })
+        .collect()
+}

@@ -47,7 +47,7 @@ pub fn parse_duration(input: &str) -> Result<Duration, DurationError> {
 }
 
 fn secs_to_duration(secs: f64) -> Option<Duration> {
-    if secs.is_finite() && secs >= 0.0 && secs < 1e12 {
+    if (0.0..1e12).contains(&secs) {
         Some(Duration::from_secs_f64(secs))
     } else {
         None

@@ -193,11 +193,7 @@ impl ExecParams {
         for (k, v) in pairs {
             match k {
                 "cmd" | "cmd[]" => cmd.push(v.to_string()),
-                "path" => {
-                    if !v.is_empty() {
-                        path = Some(v.to_string())
-                    }
-                }
+                "path" if !v.is_empty() => path = Some(v.to_string()),
                 "env" | "env[]" => {
                     let (key, val) = v
                         .split_once('=')
@@ -205,27 +201,18 @@ impl ExecParams {
                         .ok_or_else(|| ExecParamsError::BadEnv(v.to_string()))?;
                     env.push((key.to_string(), val.to_string()));
                 }
-                "dir" => {
-                    if !v.is_empty() {
-                        dir = Some(v.to_string())
-                    }
-                }
+                "dir" if !v.is_empty() => dir = Some(v.to_string()),
                 "tty" => tty = parse_bool("tty", v)?,
                 "rows" => rows = parse_size("rows", v)?,
                 "cols" => cols = parse_size("cols", v)?,
                 "stdin" => stdin = Some(parse_bool("stdin", v)?),
                 "max_run_after_disconnect" => {
-                    grace = Some(
-                        parse_duration(v)
-                            .map_err(|_| ExecParamsError::Invalid("max_run_after_disconnect", v.to_string()))?,
-                    )
+                    grace = Some(parse_duration(v).map_err(|_| {
+                        ExecParamsError::Invalid("max_run_after_disconnect", v.to_string())
+                    })?)
                 }
                 "detachable" => detachable = parse_bool("detachable", v)?,
-                "id" | "session_id" => {
-                    if !v.is_empty() {
-                        attach_id = Some(v.to_string())
-                    }
-                }
+                "id" | "session_id" if !v.is_empty() => attach_id = Some(v.to_string()),
                 // Legacy or informational parameters that change nothing here.
                 _ => {}
             }
@@ -235,7 +222,10 @@ impl ExecParams {
             return Err(ExecParamsError::NoCommand);
         }
         if cmd.iter().chain(path.iter()).any(|c| c.contains('\0')) {
-            return Err(ExecParamsError::Invalid("cmd", "contains a NUL byte".into()));
+            return Err(ExecParamsError::Invalid(
+                "cmd",
+                "contains a NUL byte".into(),
+            ));
         }
         let path = path.or_else(|| cmd.first().cloned()).unwrap_or_default();
         if cmd.is_empty() && !path.is_empty() {
@@ -350,7 +340,11 @@ mod tests {
 
     #[test]
     fn exit_message_has_both_keys() {
-        let s = serde_json::to_string(&TextMessage::Exit { exit_code: 3, code: 3 }).unwrap();
+        let s = serde_json::to_string(&TextMessage::Exit {
+            exit_code: 3,
+            code: 3,
+        })
+        .unwrap();
         assert_eq!(s, r#"{"type":"exit","exit_code":3,"code":3}"#);
     }
 

@@ -47,7 +47,10 @@ mod tests {
     #[test]
     fn rejects_everything_else() {
         assert_eq!(validate_sprite_name(""), Err(NameError::Empty));
-        assert_eq!(validate_sprite_name(&"a".repeat(64)), Err(NameError::TooLong));
+        assert_eq!(
+            validate_sprite_name(&"a".repeat(64)),
+            Err(NameError::TooLong)
+        );
         for bad in ["A", "a_b", "a.b", "a b", "ü", "../x", "a/b"] {
             assert_eq!(validate_sprite_name(bad), Err(NameError::BadChar), "{bad}");
         }

@@ -106,7 +106,9 @@ impl SpriteCgroup {
         let layout = Layout::detect()?;
         let dirs = layout.sprite_dirs(parent, sprite_id);
         if dirs.is_empty() {
-            return Err(io::Error::other("no cgroup hierarchy is mounted under /sys/fs/cgroup"));
+            return Err(io::Error::other(
+                "no cgroup hierarchy is mounted under /sys/fs/cgroup",
+            ));
         }
         if layout.v2_controllers {
             if let Some(v2) = &layout.v2 {

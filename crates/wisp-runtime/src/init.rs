@@ -23,7 +23,9 @@ use nix::sys::signal::{kill, sigprocmask, SigSet, SigmaskHow, Signal};
 use nix::sys::signalfd::{SfdFlags, SignalFd};
 use nix::sys::stat::Mode;
 use nix::sys::wait::{waitpid, WaitPidFlag, WaitStatus};
-use nix::unistd::{chdir, dup2, execve, pipe2, pivot_root, setgid, setgroups, setsid, setuid, Gid, Pid, Uid};
+use nix::unistd::{
+    chdir, dup2, execve, pipe2, pivot_root, setgid, setgroups, setsid, setuid, Gid, Pid, Uid,
+};
 use serde::{Deserialize, Serialize};
 use wisp_sys::process::{fork_single_threaded, Forked};
 
@@ -73,14 +75,29 @@ pub(crate) fn run(cfg: &KeeperConfig, chan: &OwnedFd, sync: &OwnedFd) -> isize {
     wisp_sys::fd::close_all_from(3, &[chan.as_raw_fd()]);
     // Start over as a fresh image: pid 1 then shows as `wisp-init` instead of the keeper's
     // command line (host paths), and holds none of the keeper's memory.
-    if let Err(e) = nix::fcntl::fcntl(chan.as_raw_fd(), nix::fcntl::FcntlArg::F_SETFD(nix::fcntl::FdFlag::empty())) {
-        send(chan, &FromInit::Failed { message: format!("fcntl: {e}") }, &[]);
+    if let Err(e) = nix::fcntl::fcntl(
+        chan.as_raw_fd(),
+        nix::fcntl::FcntlArg::F_SETFD(nix::fcntl::FdFlag::empty()),
+    ) {
+        send(
+            chan,
+            &FromInit::Failed {
+                message: format!("fcntl: {e}"),
+            },
+            &[],
+        );
         return 1;
     }
     let argv = [c"wisp-init"];
     let env = [CString::new(format!("{INIT_FD_ENV}={}", chan.as_raw_fd())).unwrap_or_default()];
     let e = execve(c"/proc/self/exe", &argv, &env).unwrap_err();
-    send(chan, &FromInit::Failed { message: format!("re-exec of init: {e}") }, &[]);
+    send(
+        chan,
+        &FromInit::Failed {
+            message: format!("re-exec of init: {e}"),
+        },
+        &[],
+    );
     1
 }
 
@@ -113,7 +130,13 @@ fn ensure_dir(p: &Path, mode: u32) -> Result<(), String> {
     Ok(())
 }
 
-fn mount_fs(src: &str, target: &Path, fstype: &str, flags: MsFlags, data: Option<&str>) -> Result<(), String> {
+fn mount_fs(
+    src: &str,
+    target: &Path,
+    fstype: &str,
+    flags: MsFlags,
+    data: Option<&str>,
+) -> Result<(), String> {
     ctx(
         &format!("mount {fstype} on {}", target.display()),
         mount(Some(src), target, Some(fstype), flags, data),
@@ -123,7 +146,13 @@ fn mount_fs(src: &str, target: &Path, fstype: &str, flags: MsFlags, data: Option
 fn bind(src: &Path, target: &Path, readonly: bool) -> Result<(), String> {
     ctx(
         &format!("bind {} on {}", src.display(), target.display()),
-        mount(Some(src), target, None::<&str>, MsFlags::MS_BIND | MsFlags::MS_REC, None::<&str>),
+        mount(
+            Some(src),
+            target,
+            None::<&str>,
+            MsFlags::MS_BIND | MsFlags::MS_REC,
+            None::<&str>,
+        ),
     )?;
     if readonly {
         ctx(
@@ -132,7 +161,11 @@ fn bind(src: &Path, target: &Path, readonly: bool) -> Result<(), String> {
                 None::<&str>,
                 target,
                 None::<&str>,
-                MsFlags::MS_BIND | MsFlags::MS_REMOUNT | MsFlags::MS_RDONLY | MsFlags::MS_NOSUID | MsFlags::MS_NODEV,
+                MsFlags::MS_BIND
+                    | MsFlags::MS_REMOUNT
+                    | MsFlags::MS_RDONLY
+                    | MsFlags::MS_NOSUID
+                    | MsFlags::MS_NODEV,
                 None::<&str>,
             ),
         )?;
@@ -149,10 +182,19 @@ fn setup(cfg: &KeeperConfig) -> Result<(), String> {
         }
         let _ = nix::unistd::close(null);
     }
-    ctx("unshare cgroup namespace", unshare(CloneFlags::CLONE_NEWCGROUP))?;
+    ctx(
+        "unshare cgroup namespace",
+        unshare(CloneFlags::CLONE_NEWCGROUP),
+    )?;
     ctx(
         "make / private",
-        mount(None::<&str>, "/", None::<&str>, MsFlags::MS_REC | MsFlags::MS_PRIVATE, None::<&str>),
+        mount(
+            None::<&str>,
+            "/",
+            None::<&str>,
+            MsFlags::MS_REC | MsFlags::MS_PRIVATE,
+            None::<&str>,
+        ),
     )?;
     let root = &cfg.root_mount;
     let lower = cfg
@@ -178,11 +220,23 @@ fn setup(cfg: &KeeperConfig) -> Result<(), String> {
     mount_fs("proc", &proc_dir, "proc", nosuid, None)?;
     let sys_dir = root.join("sys");
     ensure_dir(&sys_dir, 0o555)?;
-    mount_fs("sysfs", &sys_dir, "sysfs", nosuid | MsFlags::MS_RDONLY, None)?;
+    mount_fs(
+        "sysfs",
+        &sys_dir,
+        "sysfs",
+        nosuid | MsFlags::MS_RDONLY,
+        None,
+    )?;
 
     let dev = root.join("dev");
     ensure_dir(&dev, 0o755)?;
-    mount_fs("tmpfs", &dev, "tmpfs", MsFlags::MS_NOSUID | MsFlags::MS_NOEXEC, Some("mode=755,size=65536k"))?;
+    mount_fs(
+        "tmpfs",
+        &dev,
+        "tmpfs",
+        MsFlags::MS_NOSUID | MsFlags::MS_NOEXEC,
+        Some("mode=755,size=65536k"),
+    )?;
     // Device nodes are bind mounts of the host's, so this keeps working in a user namespace.
     for node in ["null", "zero", "full", "random", "urandom", "tty"] {
         let target = dev.join(node);
@@ -212,7 +266,13 @@ fn setup(cfg: &KeeperConfig) -> Result<(), String> {
     }
     let run = root.join("run");
     ensure_dir(&run, 0o755)?;
-    mount_fs("tmpfs", &run, "tmpfs", MsFlags::MS_NOSUID | MsFlags::MS_NODEV, Some("mode=755,size=65536k"))?;
+    mount_fs(
+        "tmpfs",
+        &run,
+        "tmpfs",
+        MsFlags::MS_NOSUID | MsFlags::MS_NODEV,
+        Some("mode=755,size=65536k"),
+    )?;
     ensure_dir(&root.join("tmp"), 0o1777)?;
 
     ctx("chdir to new root", chdir(root.as_path()))?;
@@ -244,7 +304,8 @@ fn serve(chan: &OwnedFd) {
     if sigprocmask(SigmaskHow::SIG_BLOCK, Some(&mask), None).is_err() {
         return;
     }
-    let Ok(sfd) = SignalFd::with_flags(&mask, SfdFlags::SFD_CLOEXEC | SfdFlags::SFD_NONBLOCK) else {
+    let Ok(sfd) = SignalFd::with_flags(&mask, SfdFlags::SFD_CLOEXEC | SfdFlags::SFD_NONBLOCK)
+    else {
         return;
     };
     let mut ours: HashSet<i32> = HashSet::new();
@@ -277,7 +338,15 @@ fn serve(chan: &OwnedFd) {
                     Ok((pid, has_stdin, fds)) => {
                         ours.insert(pid);
                         let borrowed: Vec<_> = fds.iter().map(|f| f.as_fd()).collect();
-                        send(chan, &FromInit::Spawned { req, pid, has_stdin }, &borrowed);
+                        send(
+                            chan,
+                            &FromInit::Spawned {
+                                req,
+                                pid,
+                                has_stdin,
+                            },
+                            &borrowed,
+                        );
                     }
                     Err(message) => {
                         send(chan, &FromInit::SpawnFailed { req, message }, &[]);
@@ -416,7 +485,13 @@ fn exec_child(
     candidates: &[CString],
 ) -> i32 {
     let _ = sigprocmask(SigmaskHow::SIG_SETMASK, Some(&SigSet::empty()), None);
-    for sig in [Signal::SIGPIPE, Signal::SIGINT, Signal::SIGTERM, Signal::SIGHUP, Signal::SIGQUIT] {
+    for sig in [
+        Signal::SIGPIPE,
+        Signal::SIGINT,
+        Signal::SIGTERM,
+        Signal::SIGHUP,
+        Signal::SIGQUIT,
+    ] {
         // The parent may have ignored some (std ignores SIGPIPE); commands expect defaults.
         wisp_sys::process::reset_signal(sig);
     }
@@ -436,11 +511,20 @@ fn exec_child(
         || setgid(Gid::from_raw(user.gid)).is_err()
         || setuid(Uid::from_raw(user.uid)).is_err()
     {
-        let _ = writeln!(std::io::stderr(), "wisp: cannot switch to user {}", spec.user);
+        let _ = writeln!(
+            std::io::stderr(),
+            "wisp: cannot switch to user {}",
+            spec.user
+        );
         return 126;
     }
     if let Err(e) = chdir(spec.dir.as_str()) {
-        let _ = writeln!(std::io::stderr(), "wisp: cannot change directory to {}: {}", spec.dir, e.desc());
+        let _ = writeln!(
+            std::io::stderr(),
+            "wisp: cannot change directory to {}: {}",
+            spec.dir,
+            e.desc()
+        );
         return 1;
     }
     // As shells do: "permission denied" wins over "not found" when several candidates fail.

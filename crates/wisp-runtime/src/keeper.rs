@@ -52,7 +52,10 @@ struct Keeper {
 
 /// Entry point of the `wisp-keeper` binary.
 pub fn main() -> ! {
-    if let Some(fd) = std::env::var(init::INIT_FD_ENV).ok().and_then(|v| v.parse().ok()) {
+    if let Some(fd) = std::env::var(init::INIT_FD_ENV)
+        .ok()
+        .and_then(|v| v.parse().ok())
+    {
         if std::process::id() == 1 {
             init::main_reexec(fd);
         }
@@ -89,7 +92,12 @@ fn fail(msg: &str) -> ! {
 fn start(cfg: KeeperConfig) -> Result<Arc<Keeper>, String> {
     // Own session: wispd's terminal, process group and death do not reach us.
     let _ = nix::unistd::setsid();
-    fs::create_dir_all(&cfg.root_mount).map_err(|e| format!("creating {}: {e}", cfg.root_mount.display()))?;
+    // Two keepers for one sprite would share its cgroups and steal each other's socket.
+    if UnixStream::connect(&cfg.socket).is_ok() {
+        return Err(format!("a keeper already runs sprite {}", cfg.sprite_id));
+    }
+    fs::create_dir_all(&cfg.root_mount)
+        .map_err(|e| format!("creating {}: {e}", cfg.root_mount.display()))?;
     let cgroup = SpriteCgroup::create(&cfg.cgroup_parent, &cfg.sprite_id, &cfg.limits)
         .map_err(|e| format!("creating cgroups: {e}"))?;
     let (chan, init_end) = socketpair(
@@ -99,7 +107,8 @@ fn start(cfg: KeeperConfig) -> Result<Arc<Keeper>, String> {
         SockFlag::SOCK_CLOEXEC,
     )
     .map_err(|e| format!("socketpair: {e}"))?;
-    let (sync_r, sync_w) = nix::unistd::pipe2(nix::fcntl::OFlag::O_CLOEXEC).map_err(|e| format!("pipe: {e}"))?;
+    let (sync_r, sync_w) =
+        nix::unistd::pipe2(nix::fcntl::OFlag::O_CLOEXEC).map_err(|e| format!("pipe: {e}"))?;
     let flags = CloneFlags::CLONE_NEWNS
         | CloneFlags::CLONE_NEWPID
         | CloneFlags::CLONE_NEWUTS
@@ -184,7 +193,11 @@ fn serve(k: Arc<Keeper>) -> ! {
     if let Ok(null) = File::options().write(true).open("/dev/null") {
         let _ = nix::unistd::dup2(null.as_raw_fd(), 1);
     }
-    log!("sprite {} running, init pid {}", k.cfg.sprite_id, k.init_pid);
+    log!(
+        "sprite {} running, init pid {}",
+        k.cfg.sprite_id,
+        k.init_pid
+    );
     let reader = k.clone();
     std::thread::spawn(move || reader.read_init());
     for conn in listener.incoming() {
@@ -216,7 +229,11 @@ impl Keeper {
     fn read_init(self: Arc<Self>) {
         while let Some((msg, fds)) = recv_init(&self.chan) {
             match msg {
-                FromInit::Spawned { req, pid, has_stdin } => {
+                FromInit::Spawned {
+                    req,
+                    pid,
+                    has_stdin,
+                } => {
                     if let Some(tx) = lock(&self.pending).remove(&req) {
                         let _ = tx.send(Ok((pid, has_stdin, fds)));
                     }
@@ -275,7 +292,11 @@ impl Keeper {
     fn shutdown(&self, reply_to: Option<&mut UnixStream>) -> ! {
         self.stop();
         if let Some(s) = reply_to {
-            let _ = proto::write_frame(s, Kind::Reply, &serde_json::to_vec(&Reply::Ok).unwrap_or_default());
+            let _ = proto::write_frame(
+                s,
+                Kind::Reply,
+                &serde_json::to_vec(&Reply::Ok).unwrap_or_default(),
+            );
         }
         std::process::exit(0)
     }
@@ -286,7 +307,11 @@ impl Keeper {
             _ => return,
         };
         let reply = |conn: &mut UnixStream, r: &Reply| {
-            let _ = proto::write_frame(conn, Kind::Reply, &serde_json::to_vec(r).unwrap_or_default());
+            let _ = proto::write_frame(
+                conn,
+                Kind::Reply,
+                &serde_json::to_vec(r).unwrap_or_default(),
+            );
         };
         let req = match req {
             Ok(r) => r,
@@ -304,7 +329,8 @@ impl Keeper {
                 },
             ),
             Request::ListSessions => {
-                let mut sessions: Vec<_> = lock(&self.sessions).values().map(|s| s.info()).collect();
+                let mut sessions: Vec<_> =
+                    lock(&self.sessions).values().map(|s| s.info()).collect();
                 sessions.sort_by_key(|s| s.created);
                 reply(&mut conn, &Reply::Sessions { sessions });
             }
@@ -318,7 +344,12 @@ impl Keeper {
             Request::Shutdown => self.shutdown(Some(&mut conn)),
             Request::Spawn(spec) => match self.spawn(&spec) {
                 Ok((session, outputs)) => {
-                    reply(&mut conn, &Reply::Spawned { session: session.info() });
+                    reply(
+                        &mut conn,
+                        &Reply::Spawned {
+                            session: session.info(),
+                        },
+                    );
                     let client = match conn.try_clone() {
                         Ok(c) => Arc::new(Mutex::new(c)),
                         Err(_) => return,
@@ -340,7 +371,12 @@ impl Keeper {
                     reply(&mut conn, &not_found(&session_id));
                     return;
                 };
-                reply(&mut conn, &Reply::Attached { session: session.info() });
+                reply(
+                    &mut conn,
+                    &Reply::Attached {
+                        session: session.info(),
+                    },
+                );
                 let client = match conn.try_clone() {
                     Ok(c) => Arc::new(Mutex::new(c)),
                     Err(_) => return,
@@ -367,7 +403,10 @@ impl Keeper {
         let req = self.next_req.fetch_add(1, Ordering::Relaxed);
         let (tx, rx) = channel();
         lock(&self.pending).insert(req, tx);
-        if !self.to_init(&ToInit::Spawn { req, spec: spec.clone() }) {
+        if !self.to_init(&ToInit::Spawn {
+            req,
+            spec: spec.clone(),
+        }) {
             lock(&self.pending).remove(&req);
             return Err("the sprite's init is not running".into());
         }
@@ -383,17 +422,36 @@ impl Keeper {
             let reader = master.try_clone().map_err(|e| e.to_string())?;
             let writer = master.try_clone().map_err(|e| e.to_string())?;
             let (s, wake_r) = Session::new(
-                pid, command, spec.dir.clone(), true, spec.rows, spec.cols, grace,
-                Some(File::from(writer)), Some(File::from(master)),
+                pid,
+                command,
+                spec.dir.clone(),
+                true,
+                spec.rows,
+                spec.cols,
+                grace,
+                Some(File::from(writer)),
+                Some(File::from(master)),
             )
             .map_err(|e| e.to_string())?;
             (s, wake_r, (reader, None))
         } else {
-            let stdin = if has_stdin { Some(File::from(fds.next().ok_or_else(bad)?)) } else { None };
+            let stdin = if has_stdin {
+                Some(File::from(fds.next().ok_or_else(bad)?))
+            } else {
+                None
+            };
             let stdout = fds.next().ok_or_else(bad)?;
             let stderr = fds.next().ok_or_else(bad)?;
             let (s, wake_r) = Session::new(
-                pid, command, spec.dir.clone(), false, spec.rows, spec.cols, grace, stdin, None,
+                pid,
+                command,
+                spec.dir.clone(),
+                false,
+                spec.rows,
+                spec.cols,
+                grace,
+                stdin,
+                None,
             )
             .map_err(|e| e.to_string())?;
             (s, wake_r, (stdout, Some(stderr)))
@@ -402,17 +460,17 @@ impl Keeper {
         if let Some(code) = lock(&self.early_exits).remove(&pid) {
             session.set_exit(code);
         }
-        let outputs = Outputs { stdout: outputs.0, stderr: outputs.1, wake_r };
+        let outputs = Outputs {
+            stdout: outputs.0,
+            stderr: outputs.1,
+            wake_r,
+        };
         Ok((session, outputs))
     }
 
     /// Reads the client's stdin and control frames until it goes away, then detaches it.
     fn stream(&self, session: &Arc<Session>, client: &ClientConn, mut conn: UnixStream) {
-        loop {
-            let frame = match proto::read_frame(&mut conn) {
-                Ok(Some(f)) => f,
-                _ => break,
-            };
+        while let Ok(Some(frame)) = proto::read_frame(&mut conn) {
             match frame.kind {
                 Kind::Stdin => session.write_stdin(&frame.payload),
                 Kind::StdinEof => session.close_stdin(),
@@ -429,7 +487,10 @@ impl Keeper {
 }
 
 fn error(code: &str, message: String) -> Reply {
-    Reply::Error { code: code.into(), message }
+    Reply::Error {
+        code: code.into(),
+        message,
+    }
 }
 
 fn not_found(id: &str) -> Reply {

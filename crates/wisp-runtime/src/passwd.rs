@@ -65,7 +65,8 @@ pub fn lookup_in_root(name: &str) -> Option<User> {
 mod tests {
     use super::*;
 
-    const PASSWD: &str = "root:x:0:0:root:/root:/bin/bash\nsprite:x:1000:1000::/home/sprite:/bin/bash\n";
+    const PASSWD: &str =
+        "root:x:0:0:root:/root:/bin/bash\nsprite:x:1000:1000::/home/sprite:/bin/bash\n";
     const GROUP: &str = "root:x:0:\nsudo:x:27:sprite\nsprite:x:1000:\n";
 
     #[test]

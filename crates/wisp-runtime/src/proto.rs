@@ -113,13 +113,25 @@ pub struct SessionInfo {
 #[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
 #[serde(tag = "reply", rename_all = "snake_case")]
 pub enum Reply {
-    Pong { init_pid: i32, sprite_id: String },
-    Spawned { session: SessionInfo },
-    Attached { session: SessionInfo },
-    Sessions { sessions: Vec<SessionInfo> },
+    Pong {
+        init_pid: i32,
+        sprite_id: String,
+    },
+    Spawned {
+        session: SessionInfo,
+    },
+    Attached {
+        session: SessionInfo,
+    },
+    Sessions {
+        sessions: Vec<SessionInfo>,
+    },
     Ok,
     /// `not_found` for unknown sessions; `failed` for anything else.
-    Error { code: String, message: String },
+    Error {
+        code: String,
+        message: String,
+    },
 }
 
 /// Mid-stream control messages from the client.

@@ -81,7 +81,8 @@ impl Session {
         stdin: Option<File>,
         master: Option<File>,
     ) -> std::io::Result<(Arc<Session>, OwnedFd)> {
-        let (wake_r, wake_w) = nix::unistd::pipe2(nix::fcntl::OFlag::O_CLOEXEC | nix::fcntl::OFlag::O_NONBLOCK)?;
+        let (wake_r, wake_w) =
+            nix::unistd::pipe2(nix::fcntl::OFlag::O_CLOEXEC | nix::fcntl::OFlag::O_NONBLOCK)?;
         let s = Session {
             pid,
             command,
@@ -175,7 +176,8 @@ impl Session {
 
     pub fn resize(&self, rows: u16, cols: u16) {
         if let Some(m) = &self.master {
-            if rows > 0 && cols > 0 && wisp_sys::tty::set_window_size(m.as_fd(), rows, cols).is_ok() {
+            if rows > 0 && cols > 0 && wisp_sys::tty::set_window_size(m.as_fd(), rows, cols).is_ok()
+            {
                 let mut st = lock(&self.state);
                 st.rows = rows;
                 st.cols = cols;
@@ -256,7 +258,8 @@ impl Session {
                 fds.len() - 1
             });
             let t = match timeout {
-                Some(d) => PollTimeout::try_from(d.as_millis().min(60_000) as i32 + 1).unwrap_or(PollTimeout::MAX),
+                Some(d) => PollTimeout::try_from(d.as_millis().min(60_000) as i32 + 1)
+                    .unwrap_or(PollTimeout::MAX),
                 None => PollTimeout::NONE,
             };
             match poll(&mut fds, t) {
@@ -264,8 +267,12 @@ impl Session {
                 Err(Errno::EINTR) => continue,
                 Err(_) => break,
             }
-            let ready = |i: Option<usize>| i.and_then(|i| fds[i].revents()).is_some_and(|e| !e.is_empty());
-            let (wake_ready, out_ready, err_ready) = (ready(Some(0)), ready(out_idx), ready(err_idx));
+            let ready = |i: Option<usize>| {
+                i.and_then(|i| fds[i].revents())
+                    .is_some_and(|e| !e.is_empty())
+            };
+            let (wake_ready, out_ready, err_ready) =
+                (ready(Some(0)), ready(out_idx), ready(err_idx));
             drop(fds);
             if wake_ready {
                 let mut sink = [0u8; 64];

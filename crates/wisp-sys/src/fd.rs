@@ -14,7 +14,11 @@ fn own(fd: RawFd) -> OwnedFd {
 }
 
 /// Sends `data` plus up to a few descriptors over a Unix socket in one message.
-pub fn send_with_fds(sock: BorrowedFd<'_>, data: &[u8], fds: &[BorrowedFd<'_>]) -> nix::Result<usize> {
+pub fn send_with_fds(
+    sock: BorrowedFd<'_>,
+    data: &[u8],
+    fds: &[BorrowedFd<'_>],
+) -> nix::Result<usize> {
     let raw: Vec<RawFd> = fds.iter().map(|f| f.as_raw_fd()).collect();
     let iov = [IoSlice::new(data)];
     if raw.is_empty() {
@@ -75,6 +79,9 @@ pub fn adopt_inherited(fd: RawFd) -> Option<OwnedFd> {
     // SAFETY: the descriptor is open (F_GETFD succeeded), was handed to this image on purpose
     // by its previous image, and nothing else in this fresh process refers to it.
     let owned = unsafe { OwnedFd::from_raw_fd(fd) };
-    let _ = nix::fcntl::fcntl(fd, nix::fcntl::FcntlArg::F_SETFD(nix::fcntl::FdFlag::FD_CLOEXEC));
+    let _ = nix::fcntl::fcntl(
+        fd,
+        nix::fcntl::FcntlArg::F_SETFD(nix::fcntl::FdFlag::FD_CLOEXEC),
+    );
     Some(owned)
 }

@@ -18,6 +18,12 @@ pub fn set_window_size(fd: BorrowedFd<'_>, rows: u16, cols: u16) -> nix::Result<
         ws_ypixel: 0,
     };
     // SAFETY: TIOCSWINSZ reads one `winsize` from the pointer, which is valid for the call.
-    let r = unsafe { libc::ioctl(fd.as_raw_fd(), libc::TIOCSWINSZ, &ws as *const libc::winsize) };
+    let r = unsafe {
+        libc::ioctl(
+            fd.as_raw_fd(),
+            libc::TIOCSWINSZ,
+            &ws as *const libc::winsize,
+        )
+    };
     nix::errno::Errno::result(r).map(drop)
 }

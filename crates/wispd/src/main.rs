@@ -1,1 +1,180 @@
-fn main() {}
+//! `wispd`: the Wisp daemon. Serves the Sprites API on one host, keeps state in SQLite and
+//! drives sprites through a [`runtime::Runtime`].
+//!
+//! wispd owns no sprite's life: each running sprite is held by its own keeper process, so
+//! wispd can be stopped, killed or upgraded while sprites run; on start it simply talks to the
+//! keepers' sockets again.
+
+// No unsafe code in wispd: raw syscalls belong in wisp-sys.
+#![deny(unsafe_code)]
+
+mod api;
+mod auth;
+mod bootstrap;
+mod config;
+mod exec_env;
+mod fsutil;
+// The image builder is another engineer's module.
+#[allow(unsafe_code)]
+mod image;
+mod manager;
+mod reaper;
+mod runtime;
+mod store;
+mod timefmt;
+
+use std::fs::OpenOptions;
+use std::io::IsTerminal;
+use std::path::Path;
+use std::sync::Arc;
+use std::time::Duration;
+
+use anyhow::{bail, Context};
+use clap::Parser;
+use nix::fcntl::{Flock, FlockArg};
+use tokio::signal::unix::{signal, SignalKind};
+use tracing_subscriber::EnvFilter;
+
+use crate::config::{Args, FileConfig, Settings};
+use crate::runtime::{NamespaceRuntime, NamespaceRuntimeConfig, Runtime};
+
+/// Name of the file holding the bound address (`127.0.0.1:7575`), for scripts and tests.
+pub const ADDR_FILE: &str = "wispd.addr";
+const LOCK_FILE: &str = "wispd.lock";
+/// How long open connections may take to finish after SIGTERM.
+const DRAIN_TIMEOUT: Duration = Duration::from_secs(5);
+
+fn main() -> anyhow::Result<()> {
+    let args = Args::parse();
+    tracing_subscriber::fmt()
+        .with_env_filter(
+            EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new("info")),
+        )
+        .with_writer(std::io::stderr)
+        .with_ansi(std::io::stderr().is_terminal())
+        .init();
+    let file = match &args.config {
+        Some(path) => FileConfig::load(path)?,
+        None => FileConfig::default(),
+    };
+    let exe = std::env::current_exe().context("locating the wispd binary")?;
+    let exe_dir = exe.parent().unwrap_or(Path::new("/"));
+    let settings = Settings::resolve(args, file, exe_dir)?;
+
+    let rt = tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+        .context("starting the async runtime")?;
+    let result = rt.block_on(run(settings));
+    // Do not wait for blocking work (an image build, say) to finish: it is crash-safe.
+    rt.shutdown_timeout(Duration::from_secs(1));
+    result
+}
+
+async fn run(settings: Settings) -> anyhow::Result<()> {
+    // Orphans of dying keepers (a sprite's init) are re-parented to us, not to the host's
+    // init, which reaps late; see reaper.rs.
+    if let Err(e) = nix::sys::prctl::set_child_subreaper(true) {
+        tracing::warn!("cannot become a child subreaper: {e}");
+    }
+    let data_dir = settings.data_dir.clone();
+    for dir in [
+        data_dir.clone(),
+        data_dir.join("run"),
+        data_dir.join("logs"),
+        data_dir.join("sprites"),
+    ] {
+        std::fs::create_dir_all(&dir).with_context(|| format!("creating {}", dir.display()))?;
+    }
+    // One wispd per data dir: two would fight over keepers and the database.
+    let lock_path = data_dir.join(LOCK_FILE);
+    let lock_file = OpenOptions::new()
+        .create(true)
+        .truncate(false)
+        .write(true)
+        .open(&lock_path)
+        .with_context(|| format!("opening {}", lock_path.display()))?;
+    let _lock = match Flock::lock(lock_file, FlockArg::LockExclusiveNonblock) {
+        Ok(l) => l,
+        Err((_, e)) => bail!("another wispd is using {} ({e})", data_dir.display()),
+    };
+
+    let store =
+        Arc::new(store::Store::open(&data_dir.join("wisp.db")).context("opening the database")?);
+    let org = bootstrap::ensure_admin(&store, &data_dir)?;
+    tracing::info!(org = %org.slug, data_dir = %data_dir.display(), "state ready");
+
+    let known = Arc::new(reaper::KnownChildren::default());
+    let runtime: Arc<dyn Runtime> = Arc::new(NamespaceRuntime::new(
+        NamespaceRuntimeConfig {
+            data_dir: data_dir.clone(),
+            image_dir: settings.image_dir.clone(),
+            rootfs: settings.rootfs.clone(),
+            keeper_bin: settings.keeper_bin.clone(),
+            limits: settings.limits(),
+            cgroup_parent: "wisp".into(),
+        },
+        known.clone(),
+    ));
+    let manager = manager::SpriteManager::new(store.clone(), runtime);
+
+    let addr_path = data_dir.join(ADDR_FILE);
+    fsutil::remove_file_if_exists(&addr_path)?;
+    let listener = tokio::net::TcpListener::bind(&settings.listen)
+        .await
+        .with_context(|| format!("listening on {}", settings.listen))?;
+    let addr = listener.local_addr()?;
+    fsutil::write_atomic(&addr_path, format!("{addr}\n").as_bytes(), 0o644)
+        .with_context(|| format!("writing {}", addr_path.display()))?;
+    tracing::info!("listening on {addr}");
+
+    tokio::spawn(reaper::run(known));
+    let reconciler = manager.clone();
+    tokio::spawn(async move { reconciler.reconcile().await });
+    if settings.rootfs.is_none() {
+        // Build the base image now, so the first create does not wait for it.
+        let image_dir = settings.image_dir.clone();
+        tokio::spawn(async move {
+            match image::ensure_base_image(&image_dir).await {
+                Ok(p) => tracing::info!(rootfs = %p.display(), "base image ready"),
+                Err(e) => tracing::warn!("base image not available yet: {e}"),
+            }
+        });
+    }
+
+    let url_base = settings
+        .url_base
+        .clone()
+        .unwrap_or_else(|| format!("http://localhost:{}", addr.port()));
+    let app = api::router(api::AppState {
+        store,
+        manager,
+        url_base: url_base.into(),
+    });
+    let (stop_tx, mut stop_rx) = tokio::sync::watch::channel(false);
+    let server = axum::serve(listener, app).with_graceful_shutdown(async move {
+        let _ = stop_rx.changed().await;
+    });
+    let mut server = tokio::spawn(async move { server.await });
+
+    let mut sigterm = signal(SignalKind::terminate())?;
+    let mut sigint = signal(SignalKind::interrupt())?;
+    tokio::select! {
+        res = &mut server => {
+            res.context("server task")?.context("serving")?;
+            bail!("the server stopped on its own");
+        }
+        _ = sigterm.recv() => tracing::info!("SIGTERM: shutting down (sprites keep running)"),
+        _ = sigint.recv() => tracing::info!("SIGINT: shutting down (sprites keep running)"),
+    }
+    let _ = stop_tx.send(true);
+    if tokio::time::timeout(DRAIN_TIMEOUT, &mut server)
+        .await
+        .is_err()
+    {
+        tracing::info!("connections still open after {DRAIN_TIMEOUT:?}; closing them");
+        server.abort();
+    }
+    let _ = fsutil::remove_file_if_exists(&addr_path);
+    Ok(())
+}

@@ -1,0 +1,110 @@
+//! What every exec entry point shares: query parsing and starting or attaching a session.
+
+use wisp_api::exec::{ExecParams, ExecParamsError};
+
+use super::error::ApiError;
+use super::AppState;
+use crate::exec_env::spawn_spec;
+use crate::runtime::{ExecStream, RuntimeError};
+use crate::store::SpriteRow;
+
+/// Parses exec query pairs; `attach_id` (from the path form) wins over `id`/`session_id`.
+pub fn parse_exec_params(
+    pairs: &[(String, String)],
+    attach_id: Option<&str>,
+) -> Result<ExecParams, ApiError> {
+    let mut pairs: Vec<(&str, &str)> = pairs
+        .iter()
+        .map(|(k, v)| (k.as_str(), v.as_str()))
+        .collect();
+    if let Some(id) = attach_id {
+        pairs.retain(|(k, _)| *k != "id" && *k != "session_id");
+        pairs.push(("id", id));
+    }
+    // `cmd=` alone (an empty argv) names no command either.
+    let attaching = pairs
+        .iter()
+        .any(|(k, v)| (*k == "id" || *k == "session_id") && !v.is_empty());
+    let names_command = pairs
+        .iter()
+        .any(|(k, v)| matches!(*k, "cmd" | "cmd[]" | "path") && !v.is_empty());
+    if !attaching && !names_command {
+        return Err(ApiError::bad_request("No command specified"));
+    }
+    ExecParams::from_pairs(pairs).map_err(|e| match e {
+        ExecParamsError::NoCommand => ApiError::bad_request("No command specified"),
+        other => ApiError::bad_request(other.to_string()),
+    })
+}
+
+/// A session to bridge, and whether this connection created it.
+pub struct Started {
+    pub stream: ExecStream,
+    pub is_owner: bool,
+}
+
+/// Wakes the sprite, then spawns the command or attaches to the session. Runs before any
+/// WebSocket upgrade, so that failures are real HTTP responses.
+pub async fn start_session(
+    st: &AppState,
+    row: &SpriteRow,
+    params: &ExecParams,
+) -> Result<Started, ApiError> {
+    st.manager.ensure_running(row).await?;
+    st.manager.touch_active(&row.id);
+    let runtime = st.manager.runtime();
+    match &params.attach_id {
+        Some(id) => match runtime.attach(&row.id, id).await {
+            Ok(stream) => Ok(Started {
+                stream,
+                is_owner: false,
+            }),
+            Err(RuntimeError::SessionNotFound) => Err(ApiError::session_not_found(id)),
+            Err(e) => Err(e.into()),
+        },
+        None => Ok(Started {
+            stream: runtime.spawn(&row.id, spawn_spec(params)).await?,
+            is_owner: true,
+        }),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn pairs(q: &[(&str, &str)]) -> Vec<(String, String)> {
+        q.iter()
+            .map(|(k, v)| (k.to_string(), v.to_string()))
+            .collect()
+    }
+
+    #[test]
+    fn no_command_message() {
+        for q in [
+            &[][..],
+            &[("cmd", "")],
+            &[("cmd", ""), ("path", "")],
+            &[("tty", "true")],
+        ] {
+            let e = parse_exec_params(&pairs(q), None).unwrap_err();
+            assert_eq!(
+                (e.status.as_u16(), e.body.error.as_str()),
+                (400, "No command specified")
+            );
+        }
+        // An empty argument after a real one is fine.
+        let p = parse_exec_params(&pairs(&[("cmd", "echo"), ("cmd", "")]), None).unwrap();
+        assert_eq!(p.cmd, ["echo", ""]);
+        let e = parse_exec_params(&pairs(&[("cmd", "x"), ("tty", "maybe")]), None).unwrap_err();
+        assert_eq!(e.status, 400);
+    }
+
+    #[test]
+    fn path_id_wins() {
+        let p = parse_exec_params(&pairs(&[("id", "1"), ("cmd", "")]), Some("42")).unwrap();
+        assert_eq!(p.attach_id.as_deref(), Some("42"));
+        let p = parse_exec_params(&pairs(&[("session_id", "9")]), None).unwrap();
+        assert_eq!(p.attach_id.as_deref(), Some("9"));
+    }
+}

@@ -1,0 +1,113 @@
+//! The HTTP API (`/v1`): routing, auth, and the one JSON error shape for everything,
+//! including requests that match no route or no method.
+
+mod auth;
+mod error;
+mod exec;
+mod exec_bridge;
+mod exec_http;
+mod exec_ws;
+mod extract;
+mod list_params;
+mod sessions;
+mod sprites;
+mod view;
+
+use std::sync::Arc;
+
+use axum::extract::DefaultBodyLimit;
+use axum::http::{HeaderValue, Method, StatusCode, Uri};
+use axum::middleware::{from_fn_with_state, map_response};
+use axum::response::Response;
+use axum::routing::{get, post};
+use axum::{Extension, Json, Router};
+use serde_json::json;
+use tower_http::trace::TraceLayer;
+use wisp_api::SPRITE_VERSION;
+
+pub use error::ApiError;
+
+use crate::auth::Caller;
+use crate::manager::SpriteManager;
+use crate::store::Store;
+
+/// What handlers share.
+#[derive(Clone)]
+pub struct AppState {
+    pub store: Arc<Store>,
+    pub manager: Arc<SpriteManager>,
+    /// Base of sprite URLs (see `view::sprite_url`).
+    pub url_base: Arc<str>,
+}
+
+impl std::fmt::Debug for AppState {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("AppState")
+            .field("url_base", &self.url_base)
+            .finish_non_exhaustive()
+    }
+}
+
+pub fn router(state: AppState) -> Router {
+    Router::new()
+        .route("/v1/organization", get(organization))
+        .route("/v1/sprites", get(sprites::list).post(sprites::create))
+        .route(
+            "/v1/sprites/{name}",
+            get(sprites::get)
+                .put(sprites::update)
+                .delete(sprites::destroy),
+        )
+        .route(
+            "/v1/sprites/{name}/exec",
+            get(exec_ws::exec_get)
+                .post(exec_http::exec_post)
+                .head(exec_ws::exec_head),
+        )
+        .route(
+            "/v1/sprites/{name}/exec/{session_id}",
+            get(exec_ws::session_get),
+        )
+        .route(
+            "/v1/sprites/{name}/exec/{session_id}/kill",
+            post(sessions::kill),
+        )
+        .route("/v1/sprites/{name}/control", get(control))
+        .route_layer(from_fn_with_state(state.clone(), auth::require_auth))
+        .method_not_allowed_fallback(method_not_allowed)
+        .fallback(not_found)
+        .layer(DefaultBodyLimit::max(extract::JSON_BODY_LIMIT))
+        .layer(map_response(add_version_header))
+        .layer(TraceLayer::new_for_http())
+        .with_state(state)
+}
+
+/// Every response, errors and upgrades included, names the server version: the Go SDK picks
+/// its attach URL form from it.
+async fn add_version_header(mut res: Response) -> Response {
+    res.headers_mut()
+        .insert("sprite-version", HeaderValue::from_static(SPRITE_VERSION));
+    res
+}
+
+async fn not_found(uri: Uri) -> ApiError {
+    ApiError::not_found(format!("no route for {}", uri.path()))
+}
+
+async fn method_not_allowed(method: Method, uri: Uri) -> ApiError {
+    ApiError::new(
+        StatusCode::METHOD_NOT_ALLOWED,
+        format!("method {method} is not allowed on {}", uri.path()),
+    )
+}
+
+/// `GET /v1/organization`: the old CLI's token check.
+async fn organization(Extension(caller): Extension<Caller>) -> Json<serde_json::Value> {
+    Json(json!({"organization": caller.org_slug, "resources": {}}))
+}
+
+/// `GET .../control`: not implemented yet; an immediate 404 makes the Go SDK fall back to
+/// plain exec.
+async fn control() -> ApiError {
+    ApiError::not_found("control connections are not supported by this server")
+}

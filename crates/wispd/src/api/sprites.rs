@@ -1,0 +1,164 @@
+//! The sprites resource: create, list, get, update, destroy.
+
+use axum::extract::{RawQuery, State};
+use axum::http::StatusCode;
+use axum::{Extension, Json};
+use wisp_api::name::validate_sprite_name;
+use wisp_api::sprite::{
+    validate_labels, CreateSpriteRequest, ListSpritesResponse, OrgInfo, Sprite, SpriteStatus,
+    UpdateSpriteRequest, UrlSettingsPatch, URL_AUTH_SPRITE,
+};
+
+use super::error::{name_error, ApiError};
+use super::extract::{query_pairs, ApiJson, ApiPath};
+use super::list_params::{encode_token, parse_list_params};
+use super::view::sprite_object;
+use super::AppState;
+use crate::auth::Caller;
+use crate::manager::NewSprite;
+use crate::store::SpriteRow;
+use crate::timefmt;
+
+/// The caller's sprite called `name`, or 404. Names that cannot exist are simply not found.
+pub fn find_sprite(st: &AppState, caller: &Caller, name: &str) -> Result<SpriteRow, ApiError> {
+    if validate_sprite_name(name).is_err() {
+        return Err(ApiError::sprite_not_found());
+    }
+    st.store
+        .sprite_by_name(&caller.org_id, name)?
+        .ok_or_else(ApiError::sprite_not_found)
+}
+
+fn validate_settings(
+    url: Option<&UrlSettingsPatch>,
+    labels: Option<&[String]>,
+) -> Result<(), ApiError> {
+    if let Some(url) = url {
+        url.validate()
+            .map_err(|m| ApiError::validation(m.clone(), vec![m]))?;
+    }
+    if let Some(labels) = labels {
+        validate_labels(labels).map_err(|m| ApiError::validation(m.clone(), vec![m]))?;
+    }
+    Ok(())
+}
+
+async fn view(st: &AppState, caller: &Caller, row: &SpriteRow) -> Sprite {
+    let status = st.manager.status(&row.id).await;
+    sprite_object(row, &caller.org_slug, status, &st.url_base)
+}
+
+pub async fn create(
+    State(st): State<AppState>,
+    Extension(caller): Extension<Caller>,
+    ApiJson(req): ApiJson<CreateSpriteRequest>,
+) -> Result<(StatusCode, Json<Sprite>), ApiError> {
+    let name = req.name.unwrap_or_default();
+    validate_sprite_name(&name).map_err(name_error)?;
+    validate_settings(req.url_settings.as_ref(), req.labels.as_deref())?;
+    let url = req.url_settings.unwrap_or_default();
+    let new = NewSprite {
+        org_id: caller.org_id.clone(),
+        name,
+        url_auth: url.auth.unwrap_or_else(|| URL_AUTH_SPRITE.to_string()),
+        private_access: url.private_access,
+        labels: req.labels.unwrap_or_default(),
+    };
+    let row = st.manager.create(new).await?;
+    Ok((StatusCode::CREATED, Json(view(&st, &caller, &row).await)))
+}
+
+pub async fn list(
+    State(st): State<AppState>,
+    Extension(caller): Extension<Caller>,
+    RawQuery(raw): RawQuery,
+) -> Result<Json<ListSpritesResponse>, ApiError> {
+    let params = parse_list_params(&query_pairs(raw.as_deref()))?;
+    let page = st.store.list_sprites(
+        &caller.org_id,
+        &params.prefix,
+        params.after.as_deref(),
+        params.max_results,
+    )?;
+    // Counts cover the whole org; every status comes from one concurrent sweep.
+    let ids = st.store.org_sprite_ids(&caller.org_id)?;
+    let statuses = st.manager.statuses(&ids).await;
+    let count = |s: SpriteStatus| statuses.values().filter(|v| **v == s).count() as u64;
+    let org = OrgInfo {
+        name: caller.org_slug.clone(),
+        running: count(SpriteStatus::Running),
+        warm: count(SpriteStatus::Warm),
+        cold: count(SpriteStatus::Cold),
+    };
+    let sprites = page
+        .rows
+        .iter()
+        .map(|row| {
+            let status = statuses.get(&row.id).copied().unwrap_or(SpriteStatus::Cold);
+            sprite_object(row, &caller.org_slug, status, &st.url_base)
+        })
+        .collect();
+    let next_continuation_token = page
+        .has_more
+        .then(|| page.rows.last().map(|r| encode_token(&r.name)))
+        .flatten();
+    Ok(Json(ListSpritesResponse {
+        sprites,
+        has_more: page.has_more,
+        next_continuation_token,
+        org: Some(org),
+    }))
+}
+
+pub async fn get(
+    State(st): State<AppState>,
+    Extension(caller): Extension<Caller>,
+    ApiPath(name): ApiPath<String>,
+) -> Result<Json<Sprite>, ApiError> {
+    let row = find_sprite(&st, &caller, &name)?;
+    Ok(Json(view(&st, &caller, &row).await))
+}
+
+pub async fn update(
+    State(st): State<AppState>,
+    Extension(caller): Extension<Caller>,
+    ApiPath(name): ApiPath<String>,
+    ApiJson(req): ApiJson<UpdateSpriteRequest>,
+) -> Result<Json<Sprite>, ApiError> {
+    validate_settings(req.url_settings.as_ref(), req.labels.as_deref())?;
+    let row = find_sprite(&st, &caller, &name)?;
+    let url = req.url_settings.unwrap_or_default();
+    let url_auth = url.auth.unwrap_or_else(|| row.url_auth.clone());
+    let private_access = url.private_access.or_else(|| row.private_access.clone());
+    // clear_labels empties them; labels given in the same request are then the new set.
+    let mut labels = if req.clear_labels == Some(true) {
+        Vec::new()
+    } else {
+        row.labels.clone()
+    };
+    if let Some(new) = req.labels {
+        labels = new;
+    }
+    st.store.update_sprite_settings(
+        &row.id,
+        &url_auth,
+        private_access.as_deref(),
+        &labels,
+        &timefmt::now(),
+    )?;
+    let row = st
+        .store
+        .sprite_by_id(&row.id)?
+        .ok_or_else(ApiError::sprite_not_found)?;
+    Ok(Json(view(&st, &caller, &row).await))
+}
+
+pub async fn destroy(
+    State(st): State<AppState>,
+    Extension(caller): Extension<Caller>,
+    ApiPath(name): ApiPath<String>,
+) -> Result<StatusCode, ApiError> {
+    let row = find_sprite(&st, &caller, &name)?;
+    st.manager.destroy(&row).await?;
+    Ok(StatusCode::NO_CONTENT)
+}

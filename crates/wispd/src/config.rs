@@ -1,0 +1,278 @@
+//! Daemon settings: command-line flags and `WISP_*` environment variables, over an optional
+//! TOML or JSON file (`--config`), over built-in defaults.
+
+use std::path::{Path, PathBuf};
+
+use clap::Parser;
+use serde::Deserialize;
+use wisp_runtime::config::Limits;
+
+#[derive(Debug, Clone, Parser)]
+#[command(
+    name = "wispd",
+    version,
+    about = "The Wisp daemon: the Sprites API for this host"
+)]
+pub struct Args {
+    /// Optional TOML or JSON file with the same keys as the flags (data_dir, listen, ...).
+    #[arg(long, env = "WISP_CONFIG")]
+    pub config: Option<PathBuf>,
+    /// Where state lives [default: /var/lib/wisp].
+    #[arg(long, env = "WISP_DATA_DIR")]
+    pub data_dir: Option<PathBuf>,
+    /// HOST:PORT to serve the API on; port 0 picks a free port [default: 127.0.0.1:7575].
+    #[arg(long, env = "WISP_LISTEN")]
+    pub listen: Option<String>,
+    /// Where base images are built [default: <data-dir>/images].
+    #[arg(long, env = "WISP_IMAGE_DIR")]
+    pub image_dir: Option<PathBuf>,
+    /// The keeper binary [default: wisp-keeper next to wispd].
+    #[arg(long, env = "WISP_KEEPER_BIN")]
+    pub keeper_bin: Option<PathBuf>,
+    /// Memory limit of each sprite in MiB [default: 2048].
+    #[arg(long, env = "WISP_DEFAULT_MEMORY_MB")]
+    pub default_memory_mb: Option<u64>,
+    /// CPU limit of each sprite in CPUs, fractions allowed [default: 2].
+    #[arg(long, env = "WISP_DEFAULT_CPUS")]
+    pub default_cpus: Option<f64>,
+    /// Maximum number of tasks in each sprite [default: 4096].
+    #[arg(long, env = "WISP_DEFAULT_PIDS")]
+    pub default_pids: Option<u64>,
+    /// Base of sprite URLs: `http://localhost:7575` gives `http://NAME.localhost:7575`
+    /// [default: http://localhost:<listen port>].
+    #[arg(long, env = "WISP_URL_BASE")]
+    pub url_base: Option<String>,
+    /// Use this existing root filesystem as the base image instead of building one.
+    #[arg(long, env = "WISP_ROOTFS")]
+    pub rootfs: Option<PathBuf>,
+}
+
+/// The `--config` file. Unknown keys are errors, so typos do not pass silently.
+#[derive(Debug, Clone, Default, PartialEq, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct FileConfig {
+    pub data_dir: Option<PathBuf>,
+    pub listen: Option<String>,
+    pub image_dir: Option<PathBuf>,
+    pub keeper_bin: Option<PathBuf>,
+    pub default_memory_mb: Option<u64>,
+    pub default_cpus: Option<f64>,
+    pub default_pids: Option<u64>,
+    pub url_base: Option<String>,
+    pub rootfs: Option<PathBuf>,
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum ConfigError {
+    #[error("reading {path}: {source}")]
+    Read {
+        path: String,
+        #[source]
+        source: std::io::Error,
+    },
+    #[error("parsing {path}: {message}")]
+    Parse { path: String, message: String },
+    #[error("invalid setting {key}: {message}")]
+    Invalid { key: &'static str, message: String },
+}
+
+/// Checked settings.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Settings {
+    pub data_dir: PathBuf,
+    pub listen: String,
+    pub image_dir: PathBuf,
+    pub keeper_bin: PathBuf,
+    pub default_memory_mb: u64,
+    pub default_cpus: f64,
+    pub default_pids: u64,
+    pub url_base: Option<String>,
+    pub rootfs: Option<PathBuf>,
+}
+
+pub const DEFAULT_DATA_DIR: &str = "/var/lib/wisp";
+pub const DEFAULT_LISTEN: &str = "127.0.0.1:7575";
+pub const DEFAULT_MEMORY_MB: u64 = 2048;
+pub const DEFAULT_CPUS: f64 = 2.0;
+pub const DEFAULT_PIDS: u64 = 4096;
+
+impl FileConfig {
+    /// Reads a config file: JSON when it ends in `.json`, TOML otherwise.
+    pub fn load(path: &Path) -> Result<Self, ConfigError> {
+        let text = std::fs::read_to_string(path).map_err(|source| ConfigError::Read {
+            path: path.display().to_string(),
+            source,
+        })?;
+        let parse_err = |message: String| ConfigError::Parse {
+            path: path.display().to_string(),
+            message,
+        };
+        if path
+            .extension()
+            .is_some_and(|e| e.eq_ignore_ascii_case("json"))
+        {
+            serde_json::from_str(&text).map_err(|e| parse_err(e.to_string()))
+        } else {
+            toml::from_str(&text).map_err(|e| parse_err(e.to_string()))
+        }
+    }
+}
+
+impl Settings {
+    /// Merges flags/env over the file over defaults, and checks the result. `exe_dir` is the
+    /// directory of the running wispd (where `wisp-keeper` is looked for).
+    pub fn resolve(args: Args, file: FileConfig, exe_dir: &Path) -> Result<Self, ConfigError> {
+        let data_dir = args
+            .data_dir
+            .or(file.data_dir)
+            .unwrap_or_else(|| PathBuf::from(DEFAULT_DATA_DIR));
+        let image_dir = args
+            .image_dir
+            .or(file.image_dir)
+            .unwrap_or_else(|| data_dir.join("images"));
+        let keeper_bin = args
+            .keeper_bin
+            .or(file.keeper_bin)
+            .unwrap_or_else(|| exe_dir.join("wisp-keeper"));
+        let s = Settings {
+            listen: args
+                .listen
+                .or(file.listen)
+                .unwrap_or_else(|| DEFAULT_LISTEN.to_string()),
+            default_memory_mb: args
+                .default_memory_mb
+                .or(file.default_memory_mb)
+                .unwrap_or(DEFAULT_MEMORY_MB),
+            default_cpus: args
+                .default_cpus
+                .or(file.default_cpus)
+                .unwrap_or(DEFAULT_CPUS),
+            default_pids: args
+                .default_pids
+                .or(file.default_pids)
+                .unwrap_or(DEFAULT_PIDS),
+            url_base: args.url_base.or(file.url_base),
+            rootfs: args.rootfs.or(file.rootfs),
+            data_dir,
+            image_dir,
+            keeper_bin,
+        };
+        s.validate()?;
+        Ok(s)
+    }
+
+    fn validate(&self) -> Result<(), ConfigError> {
+        let invalid = |key, message: &str| ConfigError::Invalid {
+            key,
+            message: message.to_string(),
+        };
+        if self.listen.trim().is_empty() || !self.listen.contains(':') {
+            return Err(invalid("listen", "expected HOST:PORT"));
+        }
+        if self.default_memory_mb == 0 {
+            return Err(invalid("default_memory_mb", "must be positive"));
+        }
+        if !(self.default_cpus.is_finite()
+            && self.default_cpus > 0.0
+            && self.default_cpus <= 4096.0)
+        {
+            return Err(invalid("default_cpus", "must be a positive number of CPUs"));
+        }
+        if self.default_pids == 0 {
+            return Err(invalid("default_pids", "must be positive"));
+        }
+        if self.data_dir.as_os_str().is_empty() {
+            return Err(invalid("data_dir", "must not be empty"));
+        }
+        Ok(())
+    }
+
+    /// Resource limits every sprite gets.
+    pub fn limits(&self) -> Limits {
+        Limits {
+            memory_bytes: Some(self.default_memory_mb.saturating_mul(1024 * 1024)),
+            cpu_millis: Some((self.default_cpus * 1000.0).round() as u64),
+            pids_max: Some(self.default_pids),
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn args(extra: &[&str]) -> Args {
+        let mut v = vec!["wispd"];
+        v.extend_from_slice(extra);
+        Args::try_parse_from(v).unwrap()
+    }
+
+    #[test]
+    fn defaults() {
+        let s =
+            Settings::resolve(args(&[]), FileConfig::default(), Path::new("/opt/wisp")).unwrap();
+        assert_eq!(s.data_dir, Path::new("/var/lib/wisp"));
+        assert_eq!(s.image_dir, Path::new("/var/lib/wisp/images"));
+        assert_eq!(s.keeper_bin, Path::new("/opt/wisp/wisp-keeper"));
+        assert_eq!(s.listen, "127.0.0.1:7575");
+        let l = s.limits();
+        assert_eq!(l.memory_bytes, Some(2048 << 20));
+        assert_eq!(l.cpu_millis, Some(2000));
+        assert_eq!(l.pids_max, Some(4096));
+    }
+
+    #[test]
+    fn flags_beat_file_beat_defaults() {
+        let file: FileConfig = toml::from_str(
+            "data_dir = \"/srv/wisp\"\nlisten = \"0.0.0.0:1\"\ndefault_cpus = 0.5\n",
+        )
+        .unwrap();
+        let s =
+            Settings::resolve(args(&["--listen", "127.0.0.1:0"]), file, Path::new("/x")).unwrap();
+        assert_eq!(s.listen, "127.0.0.1:0");
+        assert_eq!(s.data_dir, Path::new("/srv/wisp"));
+        assert_eq!(s.image_dir, Path::new("/srv/wisp/images"));
+        assert_eq!(s.limits().cpu_millis, Some(500));
+    }
+
+    #[test]
+    fn files_in_both_formats_and_typos() {
+        let dir = tempfile::tempdir().unwrap();
+        let json = dir.path().join("c.json");
+        std::fs::write(&json, r#"{"default_pids": 10, "rootfs": "/r"}"#).unwrap();
+        let f = FileConfig::load(&json).unwrap();
+        assert_eq!(f.default_pids, Some(10));
+        assert_eq!(f.rootfs.as_deref(), Some(Path::new("/r")));
+        let toml_path = dir.path().join("c.toml");
+        std::fs::write(&toml_path, "default_memory_mb = 512\n").unwrap();
+        assert_eq!(
+            FileConfig::load(&toml_path).unwrap().default_memory_mb,
+            Some(512)
+        );
+        std::fs::write(&toml_path, "memory = 512\n").unwrap();
+        assert!(matches!(
+            FileConfig::load(&toml_path),
+            Err(ConfigError::Parse { .. })
+        ));
+        assert!(matches!(
+            FileConfig::load(&dir.path().join("missing.toml")),
+            Err(ConfigError::Read { .. })
+        ));
+    }
+
+    #[test]
+    fn bad_values() {
+        for bad in [
+            &["--default-cpus", "0"][..],
+            &["--default-cpus", "NaN"],
+            &["--default-memory-mb", "0"],
+            &["--default-pids", "0"],
+            &["--listen", "nope"],
+        ] {
+            assert!(
+                Settings::resolve(args(bad), FileConfig::default(), Path::new("/")).is_err(),
+                "{bad:?}"
+            );
+        }
+    }
+}

@@ -1,0 +1,383 @@
+//! The lifecycle manager: the one place that changes whether a sprite exists or runs.
+//!
+//! Every transition of one sprite (create, wake, destroy) holds that sprite's tokio mutex, so
+//! concurrent wakes coalesce into one start and never race a destroy. Transitions run in
+//! their own task: a client hanging up mid-request must not leave a half-done transition.
+//!
+//! Crash safety: the journal state is written before the side effects (`creating`,
+//! `destroying`) and [`SpriteManager::reconcile`] finishes or undoes whatever a crash
+//! interrupted.
+
+use std::collections::HashMap;
+use std::sync::{Arc, Mutex};
+
+use wisp_api::sprite::SpriteStatus;
+
+use crate::runtime::{Runtime, RuntimeError, SpriteRef};
+use crate::store::{SpriteRow, SpriteState, Store, StoreError};
+use crate::timefmt;
+
+#[derive(Debug, thiserror::Error)]
+pub enum ManagerError {
+    #[error(transparent)]
+    Store(#[from] StoreError),
+    #[error(transparent)]
+    Runtime(#[from] RuntimeError),
+    #[error("A sprite named '{0}' already exists. Please choose a different name.")]
+    NameTaken(String),
+    #[error("sprite not found")]
+    Gone,
+    #[error("internal task failed: {0}")]
+    Task(String),
+}
+
+/// A validated create request.
+#[derive(Debug, Clone)]
+pub struct NewSprite {
+    pub org_id: String,
+    pub name: String,
+    pub url_auth: String,
+    pub private_access: Option<String>,
+    pub labels: Vec<String>,
+}
+
+pub struct SpriteManager {
+    store: Arc<Store>,
+    runtime: Arc<dyn Runtime>,
+    locks: Mutex<HashMap<String, Arc<tokio::sync::Mutex<()>>>>,
+}
+
+impl std::fmt::Debug for SpriteManager {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("SpriteManager").finish_non_exhaustive()
+    }
+}
+
+fn sprite_ref(row: &SpriteRow) -> SpriteRef {
+    SpriteRef {
+        id: row.id.clone(),
+        name: row.name.clone(),
+    }
+}
+
+impl SpriteManager {
+    pub fn new(store: Arc<Store>, runtime: Arc<dyn Runtime>) -> Arc<Self> {
+        Arc::new(SpriteManager {
+            store,
+            runtime,
+            locks: Mutex::new(HashMap::new()),
+        })
+    }
+
+    #[cfg(test)]
+    pub fn store(&self) -> &Arc<Store> {
+        &self.store
+    }
+
+    pub fn runtime(&self) -> &Arc<dyn Runtime> {
+        &self.runtime
+    }
+
+    fn lock_for(&self, id: &str) -> Arc<tokio::sync::Mutex<()>> {
+        let mut locks = self.locks.lock().unwrap_or_else(|e| e.into_inner());
+        locks.entry(id.to_string()).or_default().clone()
+    }
+
+    fn forget_lock(&self, id: &str) {
+        let mut locks = self.locks.lock().unwrap_or_else(|e| e.into_inner());
+        locks.remove(id);
+    }
+
+    /// Runs `f` to completion in its own task, whatever happens to the caller.
+    async fn detached<T, F>(
+        self: &Arc<Self>,
+        f: impl FnOnce(Arc<Self>) -> F,
+    ) -> Result<T, ManagerError>
+    where
+        F: std::future::Future<Output = Result<T, ManagerError>> + Send + 'static,
+        T: Send + 'static,
+    {
+        tokio::spawn(f(self.clone()))
+            .await
+            .map_err(|e| ManagerError::Task(e.to_string()))?
+    }
+
+    /// Creates and boots a sprite; returns its row once it is ready.
+    pub async fn create(self: &Arc<Self>, new: NewSprite) -> Result<SpriteRow, ManagerError> {
+        self.detached(|this| async move { this.create_inner(new).await })
+            .await
+    }
+
+    async fn create_inner(&self, new: NewSprite) -> Result<SpriteRow, ManagerError> {
+        let now = timefmt::now();
+        let row = SpriteRow {
+            id: format!("sprite-{}", uuid::Uuid::new_v4()),
+            org_id: new.org_id,
+            name: new.name,
+            state: SpriteState::Creating,
+            url_auth: new.url_auth,
+            private_access: new.private_access,
+            labels: new.labels,
+            created_at: now.clone(),
+            updated_at: now,
+            last_started_at: None,
+            last_active_at: None,
+        };
+        match self.store.insert_sprite(&row) {
+            Err(StoreError::NameTaken) => return Err(ManagerError::NameTaken(row.name)),
+            other => other?,
+        }
+        let lock = self.lock_for(&row.id);
+        let _guard = lock.lock().await;
+        let sprite = sprite_ref(&row);
+        let booted = async {
+            self.runtime.create(&sprite).await?;
+            self.runtime.start(&sprite).await
+        }
+        .await;
+        if let Err(e) = booted {
+            tracing::warn!(sprite_id = %row.id, name = %row.name, "create failed, rolling back: {e}");
+            if let Err(e2) = self.runtime.destroy(&row.id).await {
+                tracing::warn!(sprite_id = %row.id, "rollback: {e2}");
+            }
+            self.store.delete_sprite(&row.id)?;
+            return Err(e.into());
+        }
+        let now = timefmt::now();
+        self.store
+            .set_sprite_state(&row.id, SpriteState::Ready, &now)?;
+        self.store.touch_started(&row.id, &now)?;
+        tracing::info!(sprite_id = %row.id, name = %row.name, "sprite created");
+        self.store.sprite_by_id(&row.id)?.ok_or(ManagerError::Gone)
+    }
+
+    /// Wakes a sprite: starts its keeper unless it already runs. Concurrent calls coalesce.
+    pub async fn ensure_running(self: &Arc<Self>, row: &SpriteRow) -> Result<(), ManagerError> {
+        let id = row.id.clone();
+        self.detached(|this| async move { this.ensure_running_inner(&id).await })
+            .await
+    }
+
+    async fn ensure_running_inner(&self, id: &str) -> Result<(), ManagerError> {
+        let lock = self.lock_for(id);
+        let _guard = lock.lock().await;
+        // Re-read under the lock: a destroy or a failed create may have won the race.
+        let row = match self.store.sprite_by_id(id)? {
+            Some(r) if r.state == SpriteState::Ready => r,
+            _ => return Err(ManagerError::Gone),
+        };
+        if self.runtime.is_running(id).await? {
+            return Ok(());
+        }
+        tracing::info!(sprite_id = %id, name = %row.name, "waking sprite");
+        self.runtime.start(&sprite_ref(&row)).await?;
+        self.store.touch_started(id, &timefmt::now())?;
+        Ok(())
+    }
+
+    /// Destroys a sprite and forgets it.
+    pub async fn destroy(self: &Arc<Self>, row: &SpriteRow) -> Result<(), ManagerError> {
+        let id = row.id.clone();
+        self.detached(|this| async move { this.destroy_inner(&id).await })
+            .await
+    }
+
+    async fn destroy_inner(&self, id: &str) -> Result<(), ManagerError> {
+        self.store
+            .set_sprite_state(id, SpriteState::Destroying, &timefmt::now())?;
+        let lock = self.lock_for(id);
+        let _guard = lock.lock().await;
+        self.runtime.destroy(id).await?;
+        self.store.delete_sprite(id)?;
+        self.forget_lock(id);
+        Ok(())
+    }
+
+    /// `running` when the runtime holds the sprite, `cold` otherwise.
+    pub async fn status(&self, sprite_id: &str) -> SpriteStatus {
+        match self.runtime.is_running(sprite_id).await {
+            Ok(true) => SpriteStatus::Running,
+            Ok(false) => SpriteStatus::Cold,
+            // Something holds the sprite but is slow to answer: it is not cold.
+            Err(RuntimeError::Unresponsive) => SpriteStatus::Running,
+            Err(e) => {
+                tracing::warn!(sprite_id, "status: {e}");
+                SpriteStatus::Cold
+            }
+        }
+    }
+
+    pub async fn statuses(&self, ids: &[String]) -> HashMap<String, SpriteStatus> {
+        let all = futures_util::future::join_all(ids.iter().map(|id| self.status(id))).await;
+        ids.iter().cloned().zip(all).collect()
+    }
+
+    /// Records that someone used the sprite.
+    pub fn touch_active(&self, sprite_id: &str) {
+        if let Err(e) = self.store.touch_active(sprite_id, &timefmt::now()) {
+            tracing::warn!(sprite_id, "recording activity: {e}");
+        }
+    }
+
+    /// Finishes what a crash interrupted: half-created sprites are rolled back (their client
+    /// never got a 201), half-destroyed ones are destroyed.
+    pub async fn reconcile(self: &Arc<Self>) {
+        let creating = self.store.sprites_in_state(SpriteState::Creating);
+        let destroying = self.store.sprites_in_state(SpriteState::Destroying);
+        let (creating, destroying) = match (creating, destroying) {
+            (Ok(c), Ok(d)) => (c, d),
+            (Err(e), _) | (_, Err(e)) => {
+                tracing::error!("reconcile: {e}");
+                return;
+            }
+        };
+        for row in creating.into_iter().chain(destroying) {
+            tracing::info!(sprite_id = %row.id, name = %row.name, state = row.state.as_str(),
+                "reconciling an interrupted transition");
+            if let Err(e) = self.destroy(&row).await {
+                tracing::error!(sprite_id = %row.id, "reconcile: {e}");
+            }
+        }
+    }
+}
+
+#[cfg(test)]
+pub(crate) mod tests {
+    use super::*;
+    use crate::runtime::{ExecStream, SessionInfo, SpawnSpec};
+    use crate::store::Organization;
+    use async_trait::async_trait;
+    use std::sync::atomic::{AtomicUsize, Ordering};
+    use std::time::Duration;
+
+    /// A runtime that only counts, for lifecycle logic tests.
+    #[derive(Default)]
+    pub struct FakeRuntime {
+        pub running: Mutex<std::collections::HashSet<String>>,
+        pub starts: AtomicUsize,
+        pub destroys: AtomicUsize,
+        pub fail_start: std::sync::atomic::AtomicBool,
+    }
+
+    #[async_trait]
+    impl Runtime for FakeRuntime {
+        async fn create(&self, _: &SpriteRef) -> Result<(), RuntimeError> {
+            Ok(())
+        }
+        async fn start(&self, s: &SpriteRef) -> Result<(), RuntimeError> {
+            tokio::time::sleep(Duration::from_millis(20)).await;
+            if self.fail_start.load(Ordering::SeqCst) {
+                return Err(RuntimeError::KeeperStart("nope".into()));
+            }
+            self.starts.fetch_add(1, Ordering::SeqCst);
+            self.running.lock().unwrap().insert(s.id.clone());
+            Ok(())
+        }
+        async fn is_running(&self, id: &str) -> Result<bool, RuntimeError> {
+            Ok(self.running.lock().unwrap().contains(id))
+        }
+        async fn stop(&self, id: &str) -> Result<(), RuntimeError> {
+            self.running.lock().unwrap().remove(id);
+            Ok(())
+        }
+        async fn destroy(&self, id: &str) -> Result<(), RuntimeError> {
+            self.destroys.fetch_add(1, Ordering::SeqCst);
+            self.running.lock().unwrap().remove(id);
+            Ok(())
+        }
+        async fn spawn(&self, _: &str, _: SpawnSpec) -> Result<ExecStream, RuntimeError> {
+            Err(RuntimeError::NotRunning)
+        }
+        async fn attach(&self, _: &str, _: &str) -> Result<ExecStream, RuntimeError> {
+            Err(RuntimeError::SessionNotFound)
+        }
+        async fn list_sessions(&self, _: &str) -> Result<Vec<SessionInfo>, RuntimeError> {
+            Ok(vec![])
+        }
+        async fn signal_session(&self, _: &str, _: &str, _: i32) -> Result<(), RuntimeError> {
+            Err(RuntimeError::SessionNotFound)
+        }
+    }
+
+    fn setup() -> (Arc<SpriteManager>, Arc<FakeRuntime>) {
+        let store = Arc::new(Store::open_in_memory().unwrap());
+        store
+            .insert_org(&Organization {
+                id: "o1".into(),
+                slug: "default".into(),
+                name: "default".into(),
+                created_at: "t".into(),
+            })
+            .unwrap();
+        let rt = Arc::new(FakeRuntime::default());
+        (SpriteManager::new(store, rt.clone()), rt)
+    }
+
+    fn new_sprite(name: &str) -> NewSprite {
+        NewSprite {
+            org_id: "o1".into(),
+            name: name.into(),
+            url_auth: "sprite".into(),
+            private_access: None,
+            labels: vec![],
+        }
+    }
+
+    #[tokio::test]
+    async fn create_wake_destroy() {
+        let (m, rt) = setup();
+        let row = m.create(new_sprite("a")).await.unwrap();
+        assert_eq!(row.state, SpriteState::Ready);
+        assert!(row.last_started_at.is_some());
+        assert_eq!(m.status(&row.id).await, SpriteStatus::Running);
+        assert!(matches!(
+            m.create(new_sprite("a")).await,
+            Err(ManagerError::NameTaken(_))
+        ));
+        // Cold, then eight concurrent wakes start it exactly once.
+        rt.stop(&row.id).await.unwrap();
+        assert_eq!(m.status(&row.id).await, SpriteStatus::Cold);
+        let wakes = (0..8).map(|_| m.ensure_running(&row));
+        for r in futures_util::future::join_all(wakes).await {
+            r.unwrap();
+        }
+        assert_eq!(rt.starts.load(Ordering::SeqCst), 2);
+        m.destroy(&row).await.unwrap();
+        assert!(m.store().sprite_by_id(&row.id).unwrap().is_none());
+        assert!(matches!(
+            m.ensure_running(&row).await,
+            Err(ManagerError::Gone)
+        ));
+    }
+
+    #[tokio::test]
+    async fn failed_create_rolls_back() {
+        let (m, rt) = setup();
+        rt.fail_start.store(true, Ordering::SeqCst);
+        assert!(m.create(new_sprite("b")).await.is_err());
+        assert!(m.store().sprite_by_name("o1", "b").unwrap().is_none());
+        assert_eq!(rt.destroys.load(Ordering::SeqCst), 1);
+        // The name is free again.
+        rt.fail_start.store(false, Ordering::SeqCst);
+        m.create(new_sprite("b")).await.unwrap();
+    }
+
+    #[tokio::test]
+    async fn reconcile_finishes_interrupted_transitions() {
+        let (m, rt) = setup();
+        let a = m.create(new_sprite("keep")).await.unwrap();
+        let b = m.create(new_sprite("half-created")).await.unwrap();
+        let c = m.create(new_sprite("half-destroyed")).await.unwrap();
+        m.store()
+            .set_sprite_state(&b.id, SpriteState::Creating, "t")
+            .unwrap();
+        m.store()
+            .set_sprite_state(&c.id, SpriteState::Destroying, "t")
+            .unwrap();
+        m.reconcile().await;
+        assert!(m.store().sprite_by_id(&a.id).unwrap().is_some());
+        assert!(m.store().sprite_by_id(&b.id).unwrap().is_none());
+        assert!(m.store().sprite_by_id(&c.id).unwrap().is_none());
+        assert_eq!(rt.destroys.load(Ordering::SeqCst), 2);
+    }
+}

@@ -1,0 +1,137 @@
+//! The runtime driver: how wispd makes sprites exist and run commands in them.
+//!
+//! [`Runtime`] is the seam between the API/lifecycle code and a concrete isolation technology.
+//! Today there is [`NamespaceRuntime`] (one `wisp-keeper` process per running sprite, Linux
+//! namespaces); a microVM runtime can implement the same trait later.
+//!
+//! Exec streams are split in two halves, [`ExecEvents`] (output and exit) and [`ExecInput`]
+//! (stdin, EOF, resize, signal), so that a caller can read and write from different tasks.
+//! Dropping both halves detaches from the session: the runtime keeps the process until it
+//! exits or its `max_run_after_disconnect` runs out.
+
+mod keeper_client;
+mod keeper_process;
+mod namespace;
+mod paths;
+
+use async_trait::async_trait;
+use bytes::Bytes;
+
+pub use namespace::{NamespaceRuntime, NamespaceRuntimeConfig};
+pub use wisp_runtime::proto::{SessionInfo, SpawnSpec};
+
+/// What a runtime needs to know about a sprite.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct SpriteRef {
+    /// Stable id (`sprite-<uuid>`): names directories, sockets and cgroups.
+    pub id: String,
+    /// The sprite's name (its hostname inside).
+    pub name: String,
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum RuntimeError {
+    #[error("base image unavailable: {0}")]
+    Image(String),
+    #[error("{what}: {source}")]
+    Io {
+        what: String,
+        #[source]
+        source: std::io::Error,
+    },
+    #[error("keeper did not start: {0}")]
+    KeeperStart(String),
+    #[error("sprite is not running")]
+    NotRunning,
+    #[error("sprite keeper is not responding")]
+    Unresponsive,
+    #[error("session not found")]
+    SessionNotFound,
+    #[error("keeper refused the request: {0}")]
+    Refused(String),
+    #[error("keeper protocol: {0}")]
+    Protocol(#[from] wisp_runtime::proto::ProtoError),
+    #[error("timed out waiting for the keeper to {0}")]
+    Timeout(&'static str),
+}
+
+impl RuntimeError {
+    pub(crate) fn io(what: impl Into<String>, source: std::io::Error) -> Self {
+        RuntimeError::Io {
+            what: what.into(),
+            source,
+        }
+    }
+}
+
+/// Output of a session, in order. Ends with `Exit` (or the stream ends if the runtime lost
+/// the session, e.g. the sprite was stopped).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum ExecEvent {
+    Stdout(Bytes),
+    Stderr(Bytes),
+    /// 0–255; 128+n for a death by signal n.
+    Exit(i32),
+}
+
+/// What a client can send to a session.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum ExecInputMsg {
+    Stdin(Bytes),
+    StdinEof,
+    Resize { rows: u16, cols: u16 },
+    Signal(i32),
+}
+
+#[async_trait]
+pub trait ExecEvents: Send {
+    /// The next event; `Ok(None)` after `Exit` or when the stream ended without one.
+    /// Cancel-safe: dropping the future loses nothing, so it can sit in `tokio::select!`.
+    async fn next_event(&mut self) -> Result<Option<ExecEvent>, RuntimeError>;
+}
+
+#[async_trait]
+pub trait ExecInput: Send {
+    async fn send(&mut self, msg: ExecInputMsg) -> Result<(), RuntimeError>;
+}
+
+/// A session just spawned or attached to.
+pub struct ExecStream {
+    pub session: SessionInfo,
+    pub events: Box<dyn ExecEvents>,
+    pub input: Box<dyn ExecInput>,
+}
+
+impl std::fmt::Debug for ExecStream {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("ExecStream")
+            .field("session", &self.session)
+            .finish_non_exhaustive()
+    }
+}
+
+/// A sprite runtime. Every method is idempotent where that makes sense (create/stop/destroy
+/// of something already in that state succeed), because reconciliation replays them.
+#[async_trait]
+pub trait Runtime: Send + Sync + 'static {
+    /// Makes the sprite's persistent storage exist (no processes).
+    async fn create(&self, sprite: &SpriteRef) -> Result<(), RuntimeError>;
+    /// Boots the sprite; returns once it accepts commands. A no-op when it already runs.
+    async fn start(&self, sprite: &SpriteRef) -> Result<(), RuntimeError>;
+    /// `Ok(false)` when stopped; [`RuntimeError::Unresponsive`] when something holds the
+    /// sprite but does not answer (then starting another copy would be wrong).
+    async fn is_running(&self, sprite_id: &str) -> Result<bool, RuntimeError>;
+    /// Stops every process of the sprite; storage stays.
+    async fn stop(&self, sprite_id: &str) -> Result<(), RuntimeError>;
+    /// Stops the sprite and removes everything it had on the host.
+    async fn destroy(&self, sprite_id: &str) -> Result<(), RuntimeError>;
+    async fn spawn(&self, sprite_id: &str, spec: SpawnSpec) -> Result<ExecStream, RuntimeError>;
+    async fn attach(&self, sprite_id: &str, session_id: &str) -> Result<ExecStream, RuntimeError>;
+    async fn list_sessions(&self, sprite_id: &str) -> Result<Vec<SessionInfo>, RuntimeError>;
+    async fn signal_session(
+        &self,
+        sprite_id: &str,
+        session_id: &str,
+        signal: i32,
+    ) -> Result<(), RuntimeError>;
+}

@@ -1,0 +1,413 @@
+//! [`NamespaceRuntime`]: sprites held by `wisp-keeper` processes (Linux namespaces + cgroups).
+
+use std::io;
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use std::time::Duration;
+
+use async_trait::async_trait;
+use wisp_runtime::config::{KeeperConfig, Limits};
+use wisp_runtime::proto::{Reply, Request, SessionInfo, SpawnSpec};
+
+use super::keeper_client::KeeperConn;
+use super::keeper_process::start_keeper;
+use super::paths::{SpritePaths, MAX_SOCKET_PATH};
+use super::{ExecStream, Runtime, RuntimeError, SpriteRef};
+use crate::fsutil::{remove_dir_all_if_exists, remove_file_if_exists, write_atomic};
+use crate::reaper::KnownChildren;
+
+const PING_TIMEOUT: Duration = Duration::from_secs(1);
+const CONNECT_TIMEOUT: Duration = Duration::from_secs(5);
+const SPAWN_TIMEOUT: Duration = Duration::from_secs(30);
+/// Shutdown kills every process of the sprite; give it time to do so politely.
+const SHUTDOWN_TIMEOUT: Duration = Duration::from_secs(60);
+const GONE_TIMEOUT: Duration = Duration::from_secs(10);
+
+#[derive(Debug, Clone)]
+pub struct NamespaceRuntimeConfig {
+    pub data_dir: PathBuf,
+    pub image_dir: PathBuf,
+    /// An existing root filesystem to use as the base image instead of building one.
+    pub rootfs: Option<PathBuf>,
+    pub keeper_bin: PathBuf,
+    pub limits: Limits,
+    /// cgroup parent of every sprite (`wisp`).
+    pub cgroup_parent: String,
+}
+
+#[derive(Debug)]
+pub struct NamespaceRuntime {
+    cfg: NamespaceRuntimeConfig,
+    known: Arc<KnownChildren>,
+}
+
+/// Sprite ids come from our own database, but they become path components: refuse anything
+/// that could step outside the data dir.
+fn check_id(id: &str) -> Result<(), RuntimeError> {
+    let ok = id.starts_with("sprite-")
+        && id.len() <= 64
+        && id.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'-');
+    if ok {
+        Ok(())
+    } else {
+        Err(RuntimeError::Refused(format!("invalid sprite id {id:?}")))
+    }
+}
+
+fn is_gone(e: &io::Error) -> bool {
+    matches!(
+        e.kind(),
+        io::ErrorKind::NotFound | io::ErrorKind::ConnectionRefused
+    )
+}
+
+impl NamespaceRuntime {
+    pub fn new(cfg: NamespaceRuntimeConfig, known: Arc<KnownChildren>) -> Self {
+        NamespaceRuntime { cfg, known }
+    }
+
+    fn paths(&self, id: &str) -> Result<SpritePaths, RuntimeError> {
+        check_id(id)?;
+        Ok(SpritePaths::new(&self.cfg.data_dir, id))
+    }
+
+    /// The base image's root filesystem, building it on first use.
+    pub async fn base_rootfs(&self) -> Result<PathBuf, RuntimeError> {
+        if let Some(r) = &self.cfg.rootfs {
+            return if r.is_dir() {
+                Ok(r.clone())
+            } else {
+                Err(RuntimeError::Image(format!(
+                    "{} is not a directory",
+                    r.display()
+                )))
+            };
+        }
+        crate::image::ensure_base_image(&self.cfg.image_dir)
+            .await
+            .map_err(|e| RuntimeError::Image(e.to_string()))
+    }
+
+    fn make_dirs(&self, p: &SpritePaths) -> Result<(), RuntimeError> {
+        let run = p.socket.parent().unwrap_or(Path::new("."));
+        let logs = p.log.parent().unwrap_or(Path::new("."));
+        for dir in [&p.upper, &p.work, &p.sprite_dir, &p.root] {
+            std::fs::create_dir_all(dir)
+                .map_err(|e| RuntimeError::io(format!("creating {}", dir.display()), e))?;
+        }
+        for dir in [run, logs] {
+            std::fs::create_dir_all(dir)
+                .map_err(|e| RuntimeError::io(format!("creating {}", dir.display()), e))?;
+        }
+        Ok(())
+    }
+
+    async fn connect(&self, id: &str) -> Result<KeeperConn, RuntimeError> {
+        let p = self.paths(id)?;
+        match tokio::time::timeout(CONNECT_TIMEOUT, KeeperConn::connect(&p.socket)).await {
+            Err(_) => Err(RuntimeError::Unresponsive),
+            Ok(Err(e)) if is_gone(&e) => Err(RuntimeError::NotRunning),
+            Ok(Err(e)) => Err(RuntimeError::io(
+                format!("connecting to {}", p.socket.display()),
+                e,
+            )),
+            Ok(Ok(c)) => Ok(c),
+        }
+    }
+
+    /// Connects, sends `req` and returns the reply with the connection (which carries the
+    /// session's streams after Spawn/Attach).
+    async fn request(
+        &self,
+        id: &str,
+        req: &Request,
+        timeout: Duration,
+        what: &'static str,
+    ) -> Result<(KeeperConn, Reply), RuntimeError> {
+        let mut conn = self.connect(id).await?;
+        let reply = tokio::time::timeout(timeout, conn.call(req))
+            .await
+            .map_err(|_| RuntimeError::Timeout(what))??;
+        if let Reply::Error { code, message } = &reply {
+            return Err(if code == "not_found" {
+                RuntimeError::SessionNotFound
+            } else {
+                RuntimeError::Refused(message.clone())
+            });
+        }
+        Ok((conn, reply))
+    }
+}
+
+fn unexpected(reply: &Reply) -> RuntimeError {
+    RuntimeError::Refused(format!("unexpected keeper reply {reply:?}"))
+}
+
+#[async_trait]
+impl Runtime for NamespaceRuntime {
+    async fn create(&self, sprite: &SpriteRef) -> Result<(), RuntimeError> {
+        let p = self.paths(&sprite.id)?;
+        self.base_rootfs().await?;
+        self.make_dirs(&p)
+    }
+
+    async fn start(&self, sprite: &SpriteRef) -> Result<(), RuntimeError> {
+        if self.is_running(&sprite.id).await? {
+            return Ok(());
+        }
+        let p = self.paths(&sprite.id)?;
+        let rootfs = self.base_rootfs().await?;
+        self.make_dirs(&p)?;
+        if p.socket.as_os_str().len() > MAX_SOCKET_PATH {
+            return Err(RuntimeError::KeeperStart(format!(
+                "socket path {} is longer than {MAX_SOCKET_PATH} bytes: use a shorter data dir",
+                p.socket.display()
+            )));
+        }
+        remove_file_if_exists(&p.socket)
+            .map_err(|e| RuntimeError::io(format!("removing {}", p.socket.display()), e))?;
+        let config = KeeperConfig {
+            sprite_id: sprite.id.clone(),
+            hostname: sprite.name.clone(),
+            socket: p.socket.clone(),
+            root_mount: p.root.clone(),
+            lower: vec![rootfs],
+            upper: p.upper.clone(),
+            work: p.work.clone(),
+            sprite_dir: p.sprite_dir.clone(),
+            limits: self.cfg.limits.clone(),
+            cgroup_parent: self.cfg.cgroup_parent.clone(),
+        };
+        let json = serde_json::to_vec_pretty(&config)
+            .map_err(|e| RuntimeError::KeeperStart(format!("encoding config: {e}")))?;
+        write_atomic(&p.config, &json, 0o600)
+            .map_err(|e| RuntimeError::io(format!("writing {}", p.config.display()), e))?;
+        start_keeper(&self.cfg.keeper_bin, &p.config, &p.log, &self.known).await?;
+        Ok(())
+    }
+
+    async fn is_running(&self, sprite_id: &str) -> Result<bool, RuntimeError> {
+        let p = self.paths(sprite_id)?;
+        if !p.socket.exists() {
+            return Ok(false);
+        }
+        let ping = async {
+            let mut conn = KeeperConn::connect(&p.socket).await?;
+            conn.call(&Request::Ping).await.map_err(io::Error::other)
+        };
+        match tokio::time::timeout(PING_TIMEOUT, ping).await {
+            Err(_) => Err(RuntimeError::Unresponsive),
+            Ok(Ok(Reply::Pong { .. })) => Ok(true),
+            Ok(Ok(other)) => Err(unexpected(&other)),
+            Ok(Err(e)) if is_gone(&e) => {
+                // Left behind by a keeper that died: nobody listens on it.
+                tracing::info!(sprite_id, "removing stale keeper socket");
+                let _ = remove_file_if_exists(&p.socket);
+                Ok(false)
+            }
+            Ok(Err(e)) => {
+                tracing::warn!(sprite_id, "pinging keeper: {e}");
+                Ok(false)
+            }
+        }
+    }
+
+    async fn stop(&self, sprite_id: &str) -> Result<(), RuntimeError> {
+        let p = self.paths(sprite_id)?;
+        let mut conn = match self.connect(sprite_id).await {
+            Err(RuntimeError::NotRunning) => {
+                let _ = remove_file_if_exists(&p.socket);
+                return Ok(());
+            }
+            other => other?,
+        };
+        let reply = tokio::time::timeout(SHUTDOWN_TIMEOUT, conn.call(&Request::Shutdown))
+            .await
+            .map_err(|_| RuntimeError::Timeout("shut down"))?;
+        match reply {
+            Ok(Reply::Ok) => {}
+            Ok(other) => return Err(unexpected(&other)),
+            // The keeper may exit before its reply makes it out; the socket tells below.
+            Err(e) => tracing::debug!(sprite_id, "shutdown reply: {e}"),
+        }
+        let _ = tokio::time::timeout(GONE_TIMEOUT, conn.wait_closed()).await;
+        let deadline = tokio::time::Instant::now() + GONE_TIMEOUT;
+        while p.socket.exists() && tokio::time::Instant::now() < deadline {
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+        remove_file_if_exists(&p.socket)
+            .map_err(|e| RuntimeError::io(format!("removing {}", p.socket.display()), e))?;
+        tracing::info!(sprite_id, "sprite stopped");
+        Ok(())
+    }
+
+    async fn destroy(&self, sprite_id: &str) -> Result<(), RuntimeError> {
+        let p = self.paths(sprite_id)?;
+        if let Err(e) = self.stop(sprite_id).await {
+            // Removing the cgroups below kills whatever is left anyway.
+            tracing::warn!(sprite_id, "stopping before destroy: {e}");
+        }
+        let parent = self.cfg.cgroup_parent.clone();
+        let id = sprite_id.to_string();
+        tokio::task::spawn_blocking(move || {
+            wisp_runtime::cgroup::remove_sprite_cgroups(&parent, &id)
+        })
+        .await
+        .map_err(|e| RuntimeError::io("removing cgroups", io::Error::other(e)))?
+        .map_err(|e| RuntimeError::io("removing cgroups", e))?;
+        let removal = tokio::task::spawn_blocking(move || -> io::Result<()> {
+            remove_dir_all_if_exists(&p.base)?;
+            remove_file_if_exists(&p.socket)?;
+            remove_file_if_exists(&p.config)?;
+            remove_file_if_exists(&p.log)
+        })
+        .await
+        .map_err(|e| RuntimeError::io("removing sprite files", io::Error::other(e)))?;
+        removal.map_err(|e| RuntimeError::io("removing sprite files", e))?;
+        tracing::info!(sprite_id, "sprite destroyed");
+        Ok(())
+    }
+
+    async fn spawn(&self, sprite_id: &str, spec: SpawnSpec) -> Result<ExecStream, RuntimeError> {
+        let (conn, reply) = self
+            .request(sprite_id, &Request::Spawn(spec), SPAWN_TIMEOUT, "spawn")
+            .await?;
+        match reply {
+            Reply::Spawned { session } => Ok(conn.into_exec(session)),
+            other => Err(unexpected(&other)),
+        }
+    }
+
+    async fn attach(&self, sprite_id: &str, session_id: &str) -> Result<ExecStream, RuntimeError> {
+        let req = Request::Attach {
+            session_id: session_id.to_string(),
+        };
+        let (conn, reply) = self
+            .request(sprite_id, &req, SPAWN_TIMEOUT, "attach")
+            .await?;
+        match reply {
+            Reply::Attached { session } => Ok(conn.into_exec(session)),
+            other => Err(unexpected(&other)),
+        }
+    }
+
+    async fn list_sessions(&self, sprite_id: &str) -> Result<Vec<SessionInfo>, RuntimeError> {
+        let (_, reply) = self
+            .request(
+                sprite_id,
+                &Request::ListSessions,
+                SPAWN_TIMEOUT,
+                "list sessions",
+            )
+            .await?;
+        match reply {
+            Reply::Sessions { sessions } => Ok(sessions),
+            other => Err(unexpected(&other)),
+        }
+    }
+
+    async fn signal_session(
+        &self,
+        sprite_id: &str,
+        session_id: &str,
+        signal: i32,
+    ) -> Result<(), RuntimeError> {
+        let req = Request::SignalSession {
+            session_id: session_id.to_string(),
+            signal,
+        };
+        let (_, reply) = self
+            .request(sprite_id, &req, SPAWN_TIMEOUT, "signal a session")
+            .await?;
+        match reply {
+            Reply::Ok => Ok(()),
+            other => Err(unexpected(&other)),
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn ids_cannot_escape() {
+        assert!(check_id("sprite-0b7c8f1e-1234-4cde-8f00-aabbccddeeff").is_ok());
+        for bad in [
+            "../etc",
+            "sprite-../x",
+            "sprite-a/b",
+            "other",
+            "sprite-a.b",
+            "",
+        ] {
+            assert!(check_id(bad).is_err(), "{bad}");
+        }
+    }
+
+    fn runtime(dir: &Path) -> NamespaceRuntime {
+        NamespaceRuntime::new(
+            NamespaceRuntimeConfig {
+                data_dir: dir.to_path_buf(),
+                image_dir: dir.join("images"),
+                rootfs: Some(dir.to_path_buf()),
+                keeper_bin: PathBuf::from("/nonexistent/wisp-keeper"),
+                limits: Limits::default(),
+                cgroup_parent: "wisp".into(),
+            },
+            Arc::new(KnownChildren::default()),
+        )
+    }
+
+    #[tokio::test]
+    async fn stale_socket_means_stopped() {
+        let dir = tempfile::tempdir().unwrap();
+        let rt = runtime(dir.path());
+        let id = "sprite-test";
+        assert!(!rt.is_running(id).await.unwrap());
+        // A socket file nobody listens on, as a killed keeper leaves behind.
+        let p = SpritePaths::new(dir.path(), id);
+        std::fs::create_dir_all(p.socket.parent().unwrap()).unwrap();
+        drop(std::os::unix::net::UnixListener::bind(&p.socket).unwrap());
+        assert!(p.socket.exists());
+        assert!(!rt.is_running(id).await.unwrap());
+        assert!(!p.socket.exists());
+        // Stop of a stopped sprite succeeds; spawn reports NotRunning.
+        rt.stop(id).await.unwrap();
+        let spec = SpawnSpec {
+            argv: vec!["true".into()],
+            path: "true".into(),
+            env: vec![],
+            dir: "/".into(),
+            user: "sprite".into(),
+            tty: false,
+            rows: 24,
+            cols: 80,
+            stdin: false,
+            max_run_after_disconnect_ms: None,
+        };
+        assert!(matches!(
+            rt.spawn(id, spec).await,
+            Err(RuntimeError::NotRunning)
+        ));
+    }
+
+    #[tokio::test]
+    async fn create_and_destroy_files() {
+        let dir = tempfile::tempdir().unwrap();
+        let rt = runtime(dir.path());
+        let s = SpriteRef {
+            id: "sprite-abc".into(),
+            name: "abc".into(),
+        };
+        rt.create(&s).await.unwrap();
+        let p = SpritePaths::new(dir.path(), &s.id);
+        assert!(p.upper.is_dir() && p.work.is_dir() && p.root.is_dir());
+        std::fs::write(p.upper.join("file"), b"x").unwrap();
+        // Without root, cgroup removal of a sprite that never had cgroups must still succeed
+        // for destroy to be usable; skip the check where the stub says otherwise.
+        if rt.destroy(&s.id).await.is_ok() {
+            assert!(!p.base.exists());
+        }
+    }
+}

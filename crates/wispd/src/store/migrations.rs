@@ -1,0 +1,65 @@
+//! Schema migrations, keyed by `PRAGMA user_version`.
+//!
+//! Step `i` of [`MIGRATIONS`] brings the schema from version `i` to `i + 1`. Steps are only ever
+//! appended: a released step is never edited, because databases in the field already ran it.
+
+use rusqlite::Connection;
+
+use super::StoreError;
+
+/// Every schema step, oldest first.
+pub const MIGRATIONS: &[&str] = &[
+    // 1: organizations, API tokens and sprites.
+    r#"
+    CREATE TABLE organizations (
+        id          TEXT PRIMARY KEY,
+        slug        TEXT NOT NULL UNIQUE,
+        name        TEXT NOT NULL,
+        created_at  TEXT NOT NULL
+    );
+    CREATE TABLE tokens (
+        id           TEXT PRIMARY KEY,
+        org_id       TEXT NOT NULL REFERENCES organizations(id) ON DELETE CASCADE,
+        secret_hash  TEXT NOT NULL,
+        description  TEXT NOT NULL DEFAULT '',
+        created_at   TEXT NOT NULL,
+        revoked_at   TEXT
+    );
+    CREATE INDEX tokens_org ON tokens(org_id);
+    CREATE TABLE sprites (
+        id               TEXT PRIMARY KEY,
+        org_id           TEXT NOT NULL REFERENCES organizations(id),
+        name             TEXT NOT NULL,
+        state            TEXT NOT NULL CHECK (state IN ('creating', 'ready', 'destroying')),
+        url_auth         TEXT NOT NULL DEFAULT 'sprite',
+        private_access   TEXT,
+        labels           TEXT NOT NULL DEFAULT '[]',
+        created_at       TEXT NOT NULL,
+        updated_at       TEXT NOT NULL,
+        last_started_at  TEXT,
+        last_active_at   TEXT,
+        UNIQUE (org_id, name)
+    );
+    "#,
+];
+
+/// Brings the schema up to date, one transaction per step, so a crash leaves the database at
+/// some whole version.
+pub fn migrate(conn: &mut Connection) -> Result<u32, StoreError> {
+    let current: u32 = conn.pragma_query_value(None, "user_version", |r| r.get(0))?;
+    let known = MIGRATIONS.len() as u32;
+    if current > known {
+        return Err(StoreError::TooNew {
+            found: current,
+            known,
+        });
+    }
+    for (i, step) in MIGRATIONS.iter().enumerate().skip(current as usize) {
+        let tx = conn.transaction()?;
+        tx.execute_batch(step)?;
+        tx.pragma_update(None, "user_version", (i + 1) as u32)?;
+        tx.commit()?;
+        tracing::info!(version = i + 1, "applied schema migration");
+    }
+    Ok(known)
+}

@@ -1,0 +1,171 @@
+//! Command-line syntax.
+
+use clap::{Args, Parser, Subcommand};
+
+#[derive(Debug, Parser)]
+#[command(
+    name = "wisp",
+    version,
+    about = "Manage and use wisp sprites (persistent Linux sandboxes)",
+    after_help = "Configuration: --api-url / WISP_API_URL / ~/.config/wisp/config.json / \
+                  http://127.0.0.1:7575; token: --token / WISP_TOKEN / config file / a local \
+                  daemon's admin-token file. Sprite: -s NAME / WISP_SPRITE / .wisp-sprite."
+)]
+pub struct Cli {
+    /// wispd API URL [env: WISP_API_URL]
+    #[arg(long, global = true, value_name = "URL")]
+    pub api_url: Option<String>,
+    /// API token [env: WISP_TOKEN]
+    #[arg(long, global = true, value_name = "TOKEN")]
+    pub token: Option<String>,
+    /// Sprite to act on [env: WISP_SPRITE; default: nearest .wisp-sprite]
+    #[arg(short = 's', long, global = true, value_name = "NAME")]
+    pub sprite: Option<String>,
+    #[command(subcommand)]
+    pub command: Command,
+}
+
+#[derive(Debug, Subcommand)]
+pub enum Command {
+    /// Create a sprite
+    Create(CreateArgs),
+    /// List sprites
+    #[command(visible_alias = "ls")]
+    List(ListArgs),
+    /// Show a sprite
+    Info(InfoArgs),
+    /// Destroy a sprite and everything in it
+    #[command(visible_alias = "rm")]
+    Destroy(DestroyArgs),
+    /// Run a command in a sprite
+    #[command(visible_alias = "x")]
+    Exec(ExecArgs),
+    /// Open an interactive login shell in a sprite (detach with Ctrl-\)
+    #[command(visible_alias = "c")]
+    Console,
+    /// Select the sprite for this directory (writes .wisp-sprite)
+    Use(UseArgs),
+    /// Save the API URL and/or token to the config file
+    Login,
+}
+
+#[derive(Debug, Args)]
+pub struct CreateArgs {
+    /// Name of the new sprite (lowercase letters, digits and '-')
+    pub name: String,
+    /// Label to attach (repeatable)
+    #[arg(long = "label", value_name = "LABEL")]
+    pub labels: Vec<String>,
+}
+
+#[derive(Debug, Args)]
+pub struct ListArgs {
+    /// Only sprites whose name starts with this
+    #[arg(long, value_name = "PREFIX")]
+    pub prefix: Option<String>,
+    /// Print the sprite objects as a JSON array
+    #[arg(long)]
+    pub json: bool,
+}
+
+#[derive(Debug, Args)]
+pub struct InfoArgs {
+    /// Sprite name (default: the selected sprite)
+    pub name: Option<String>,
+    /// Print the sprite object as JSON
+    #[arg(long)]
+    pub json: bool,
+}
+
+#[derive(Debug, Args)]
+pub struct DestroyArgs {
+    /// Sprite name (default: the selected sprite)
+    pub name: Option<String>,
+    /// Do not ask for confirmation
+    #[arg(short = 'f', long)]
+    pub force: bool,
+}
+
+#[derive(Debug, Args)]
+pub struct ExecArgs {
+    /// Allocate a terminal (raw mode locally; stdin is forwarded)
+    #[arg(short = 't', long)]
+    pub tty: bool,
+    /// Environment entry for the command (repeatable)
+    #[arg(short = 'e', long = "env", value_name = "KEY=VALUE",
+          value_parser = crate::exec_ws::parse_env_pair)]
+    pub env: Vec<(String, String)>,
+    /// Working directory in the sprite (absolute)
+    #[arg(short = 'd', long, value_name = "DIR")]
+    pub dir: Option<String>,
+    /// The command and its arguments
+    #[arg(
+        required = true,
+        trailing_var_arg = true,
+        allow_hyphen_values = true,
+        value_name = "CMD"
+    )]
+    pub cmd: Vec<String>,
+}
+
+#[derive(Debug, Args)]
+pub struct UseArgs {
+    /// Sprite to select; without it, print the current selection
+    #[arg(conflicts_with = "unset")]
+    pub name: Option<String>,
+    /// Remove .wisp-sprite from this directory
+    #[arg(long)]
+    pub unset: bool,
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use clap::CommandFactory;
+
+    #[test]
+    fn definition_is_valid() {
+        Cli::command().debug_assert();
+    }
+
+    fn parse(args: &[&str]) -> Cli {
+        Cli::try_parse_from(args).unwrap()
+    }
+
+    #[test]
+    fn exec_forms() {
+        let c = parse(&[
+            "wisp", "exec", "-s", "box", "--env", "A=1", "--", "ls", "-la",
+        ]);
+        assert_eq!(c.sprite.as_deref(), Some("box"));
+        let Command::Exec(e) = c.command else {
+            panic!("not exec")
+        };
+        assert_eq!(e.cmd, vec!["ls", "-la"]);
+        assert_eq!(e.env, vec![("A".to_string(), "1".to_string())]);
+        let Command::Exec(e) = parse(&["wisp", "x", "-t", "bash", "-c", "x -s y"]).command else {
+            panic!("not exec")
+        };
+        assert!(e.tty);
+        assert_eq!(e.cmd, vec!["bash", "-c", "x -s y"]);
+        assert!(Cli::try_parse_from(["wisp", "exec"]).is_err());
+        assert!(Cli::try_parse_from(["wisp", "exec", "--env", "bad", "ls"]).is_err());
+    }
+
+    #[test]
+    fn aliases_and_globals() {
+        assert!(matches!(parse(&["wisp", "ls"]).command, Command::List(_)));
+        assert!(matches!(
+            parse(&["wisp", "rm", "-f", "a"]).command,
+            Command::Destroy(_)
+        ));
+        assert!(matches!(
+            parse(&["wisp", "c", "-s", "a"]).command,
+            Command::Console
+        ));
+        let c = parse(&["wisp", "login", "--api-url", "http://x", "--token", "t"]);
+        assert_eq!(c.api_url.as_deref(), Some("http://x"));
+        assert_eq!(c.token.as_deref(), Some("t"));
+        assert!(Cli::try_parse_from(["wisp", "use", "a", "--unset"]).is_err());
+    }
+}

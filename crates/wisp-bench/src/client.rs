@@ -29,7 +29,11 @@ impl Api {
             .send()
             .await?;
         if r.status().as_u16() != 201 {
-            bail!("create {name}: {} {}", r.status(), r.text().await.unwrap_or_default());
+            bail!(
+                "create {name}: {} {}",
+                r.status(),
+                r.text().await.unwrap_or_default()
+            );
         }
         Ok(())
     }
@@ -49,7 +53,10 @@ impl Api {
 
     /// Runs `argv` over the exec WebSocket and returns its exit code.
     pub async fn exec_ws(&self, name: &str, argv: &[&str]) -> Result<i32> {
-        let mut url = format!("{}/v1/sprites/{name}/exec?", self.base.replacen("http", "ws", 1));
+        let mut url = format!(
+            "{}/v1/sprites/{name}/exec?",
+            self.base.replacen("http", "ws", 1)
+        );
         for a in argv {
             url.push_str("cmd=");
             url.push_str(&encode(a));
@@ -58,10 +65,8 @@ impl Api {
         url.push_str("path=");
         url.push_str(&encode(argv[0]));
         let mut req = url.into_client_request()?;
-        req.headers_mut().insert(
-            "authorization",
-            format!("Bearer {}", self.token).parse()?,
-        );
+        req.headers_mut()
+            .insert("authorization", format!("Bearer {}", self.token).parse()?);
         let (mut ws, _) = tokio_tungstenite::connect_async(req)
             .await
             .context("exec handshake")?;

@@ -47,7 +47,10 @@ impl Daemon {
                 return Ok(d);
             }
             if let Some(status) = d.child.try_wait()? {
-                bail!("wispd exited with {status}; see {}", d.data_dir.join("wispd.log").display());
+                bail!(
+                    "wispd exited with {status}; see {}",
+                    d.data_dir.join("wispd.log").display()
+                );
             }
             if Instant::now() > deadline {
                 bail!("wispd did not start within 30 s");
@@ -59,7 +62,9 @@ impl Daemon {
 
 impl Drop for Daemon {
     fn drop(&mut self) {
-        let _ = Command::new("kill").arg(self.child.id().to_string()).status();
+        let _ = Command::new("kill")
+            .arg(self.child.id().to_string())
+            .status();
         let _ = self.child.wait();
         let _ = std::fs::remove_dir_all(&self.data_dir);
     }

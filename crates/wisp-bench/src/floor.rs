@@ -39,8 +39,12 @@ impl Drop for Scratch {
 
 fn unshare(script: &str) -> Command {
     let mut c = Command::new("unshare");
-    c.args(["--mount", "--pid", "--uts", "--ipc", "--net", "--fork", "/bin/sh", "-c", script]);
-    c.stdin(Stdio::null()).stdout(Stdio::null()).stderr(Stdio::piped());
+    c.args([
+        "--mount", "--pid", "--uts", "--ipc", "--net", "--fork", "/bin/sh", "-c", script,
+    ]);
+    c.stdin(Stdio::null())
+        .stdout(Stdio::null())
+        .stderr(Stdio::piped());
     c
 }
 
@@ -52,7 +56,10 @@ pub fn unshare_true(lower: &Path, i: usize) -> Result<Duration> {
     let out = unshare(&script).output().context("running unshare")?;
     let el = t.elapsed();
     if !out.status.success() {
-        bail!("unshare floor failed: {}", String::from_utf8_lossy(&out.stderr));
+        bail!(
+            "unshare floor failed: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
     }
     Ok(el)
 }
@@ -79,10 +86,8 @@ impl Running {
 
     /// Host pid of the sandbox's init (the child of `unshare --fork`).
     fn inner_pid(&self) -> Result<u32> {
-        let children = std::fs::read_to_string(format!(
-            "/proc/{0}/task/{0}/children",
-            self.child.id()
-        ))?;
+        let children =
+            std::fs::read_to_string(format!("/proc/{0}/task/{0}/children", self.child.id()))?;
         children
             .split_whitespace()
             .next()

@@ -23,7 +23,11 @@ struct Args {
     #[arg(long, default_value = "target/release/wispd")]
     wispd: PathBuf,
     /// Image directory holding the Debian base image (built on first use).
-    #[arg(long, env = "WISP_IMAGE_DIR", default_value = "/var/tmp/wisp-test-images")]
+    #[arg(
+        long,
+        env = "WISP_IMAGE_DIR",
+        default_value = "/var/tmp/wisp-test-images"
+    )]
     image_dir: PathBuf,
     /// Runs per figure.
     #[arg(long, default_value_t = 50)]

@@ -20,7 +20,13 @@ fn row(f: &Figure) -> [String; 5] {
         (Some(r), Some(vs), _) => format!("{r:.2}x {vs}"),
         _ => String::new(),
     };
-    [f.name.clone(), fmt(f.median_ms), fmt(f.p90_ms), f.n.to_string(), ratio]
+    [
+        f.name.clone(),
+        fmt(f.median_ms),
+        fmt(f.p90_ms),
+        f.n.to_string(),
+        ratio,
+    ]
 }
 
 pub fn print_table(figs: &[Figure]) {
@@ -30,17 +36,24 @@ pub fn print_table(figs: &[Figure]) {
     );
     for f in figs {
         let r = row(f);
-        println!("{:<48} {:>10} {:>10} {:>5}  {}", r[0], r[1], r[2], r[3], r[4]);
+        println!(
+            "{:<48} {:>10} {:>10} {:>5}  {}",
+            r[0], r[1], r[2], r[3], r[4]
+        );
     }
 }
 
 pub fn write(dir: &Path, figs: &[Figure]) -> Result<()> {
     std::fs::create_dir_all(dir)?;
     std::fs::write(dir.join("results.json"), serde_json::to_vec_pretty(figs)?)?;
-    let mut md = String::from("| figure | median ms | p90 ms | n | ratio |\n|---|---:|---:|---:|---|\n");
+    let mut md =
+        String::from("| figure | median ms | p90 ms | n | ratio |\n|---|---:|---:|---:|---|\n");
     for f in figs {
         let r = row(f);
-        md.push_str(&format!("| {} | {} | {} | {} | {} |\n", r[0], r[1], r[2], r[3], r[4]));
+        md.push_str(&format!(
+            "| {} | {} | {} | {} | {} |\n",
+            r[0], r[1], r[2], r[3], r[4]
+        ));
     }
     std::fs::write(dir.join("report.md"), md)?;
     Ok(())

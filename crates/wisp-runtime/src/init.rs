@@ -111,6 +111,8 @@ pub(crate) fn main_reexec(fd: i32) -> ! {
         None => wisp_sys::process::exit_now(1),
     };
     std::env::remove_var(INIT_FD_ENV);
+    // exec of /proc/self/exe named us `exe` (comm, what ps and pgrep show).
+    let _ = nix::sys::prctl::set_name(c"wisp-init");
     if !send(&chan, &FromInit::Ready, &[]) {
         wisp_sys::process::exit_now(1);
     }

@@ -14,17 +14,19 @@ use wisp_runtime::config::Limits;
     about = "The Wisp daemon: the Sprites API for this host"
 )]
 pub struct Args {
+    #[command(subcommand)]
+    pub command: Option<Command>,
     /// Optional TOML or JSON file with the same keys as the flags (data_dir, listen, ...).
-    #[arg(long, env = "WISP_CONFIG")]
+    #[arg(long, env = "WISP_CONFIG", global = true)]
     pub config: Option<PathBuf>,
     /// Where state lives [default: /var/lib/wisp].
-    #[arg(long, env = "WISP_DATA_DIR")]
+    #[arg(long, env = "WISP_DATA_DIR", global = true)]
     pub data_dir: Option<PathBuf>,
     /// HOST:PORT to serve the API on; port 0 picks a free port [default: 127.0.0.1:7575].
     #[arg(long, env = "WISP_LISTEN")]
     pub listen: Option<String>,
     /// Where base images are built [default: <data-dir>/images].
-    #[arg(long, env = "WISP_IMAGE_DIR")]
+    #[arg(long, env = "WISP_IMAGE_DIR", global = true)]
     pub image_dir: Option<PathBuf>,
     /// The keeper binary [default: wisp-keeper next to wispd].
     #[arg(long, env = "WISP_KEEPER_BIN")]
@@ -45,6 +47,20 @@ pub struct Args {
     /// Use this existing root filesystem as the base image instead of building one.
     #[arg(long, env = "WISP_ROOTFS")]
     pub rootfs: Option<PathBuf>,
+}
+
+/// Subcommands; without one, wispd serves the API.
+#[derive(Debug, Clone, clap::Subcommand)]
+pub enum Command {
+    /// Manage base images.
+    #[command(subcommand)]
+    Image(ImageCommand),
+}
+
+#[derive(Debug, Clone, clap::Subcommand)]
+pub enum ImageCommand {
+    /// Build the default Debian image now (with progress) unless it is already built.
+    Build,
 }
 
 /// The `--config` file. Unknown keys are errors, so typos do not pass silently.

@@ -14,9 +14,8 @@ mod bootstrap;
 mod config;
 mod exec_env;
 mod fsutil;
-// The image builder is another engineer's module.
-#[allow(unsafe_code)]
 mod image;
+mod image_build;
 mod manager;
 mod reaper;
 mod runtime;
@@ -35,7 +34,7 @@ use nix::fcntl::{Flock, FlockArg};
 use tokio::signal::unix::{signal, SignalKind};
 use tracing_subscriber::EnvFilter;
 
-use crate::config::{Args, FileConfig, Settings};
+use crate::config::{Args, Command, FileConfig, ImageCommand, Settings};
 use crate::runtime::{NamespaceRuntime, NamespaceRuntimeConfig, Runtime};
 
 /// Name of the file holding the bound address (`127.0.0.1:7575`), for scripts and tests.
@@ -53,6 +52,7 @@ fn main() -> anyhow::Result<()> {
         .with_writer(std::io::stderr)
         .with_ansi(std::io::stderr().is_terminal())
         .init();
+    let command = args.command.clone();
     let file = match &args.config {
         Some(path) => FileConfig::load(path)?,
         None => FileConfig::default(),
@@ -61,6 +61,9 @@ fn main() -> anyhow::Result<()> {
     let exe_dir = exe.parent().unwrap_or(Path::new("/"));
     let settings = Settings::resolve(args, file, exe_dir)?;
 
+    if let Some(Command::Image(ImageCommand::Build)) = command {
+        return image_build::run(&settings.image_dir);
+    }
     let rt = tokio::runtime::Builder::new_multi_thread()
         .enable_all()
         .build()

@@ -67,10 +67,43 @@ def test_install_script_quick_start():
         # The second run found everything in place.
         assert "already running" in p.stdout, p.stdout
         assert "exists" in p.stdout, p.stdout
+        run_readme_quick_start(root, data_dir, port)
     finally:
         stop_quickstart_daemon(data_dir, port)
         if not mounts_under(root):
             shutil.rmtree(root, ignore_errors=True)
+
+
+def run_readme_quick_start(root: pathlib.Path, data_dir: pathlib.Path, port: int) -> None:
+    """The README's quick-start commands, with the installed CLI, as a user would type them."""
+    wisp = str(root / "prefix" / "bin" / "wisp")
+    work = root / "project"
+    work.mkdir()
+    env = dict(os.environ, WISP_API_URL=f"http://127.0.0.1:{port}", WISP_DATA_DIR=str(data_dir))
+    for k in ("WISP_TOKEN", "WISP_SPRITE"):
+        env.pop(k, None)
+
+    def wisp_cli(*args: str, ok: bool = True) -> subprocess.CompletedProcess:
+        p = subprocess.run([wisp, *args], env=env, cwd=work, stdin=subprocess.DEVNULL,
+                           capture_output=True, text=True, timeout=120)
+        if ok:
+            assert p.returncode == 0, f"wisp {' '.join(args)}: {p.returncode}\n{p.stdout}\n{p.stderr}"
+        return p
+
+    assert wisp_cli("create", "my-sprite").stdout.strip() == "my-sprite"
+    try:
+        uname = wisp_cli("exec", "-s", "my-sprite", "--", "uname", "-a").stdout
+        assert uname.startswith("Linux my-sprite "), uname
+        wisp_cli("use", "my-sprite")
+        assert (work / ".wisp-sprite").is_file()
+        wisp_cli("exec", "--", "sh", "-c", "echo kept > ~/note")
+        assert wisp_cli("exec", "--", "cat", "/home/sprite/note").stdout == "kept\n"
+        assert wisp_cli("exec", "--", "sh", "-c", "exit 7", ok=False).returncode == 7
+        listed = wisp_cli("list").stdout
+        assert "my-sprite" in listed and "hello" in listed, listed
+    finally:
+        wisp_cli("destroy", "--force", "my-sprite")
+    assert "my-sprite" not in wisp_cli("list").stdout
 
 
 def stop_quickstart_daemon(data_dir: pathlib.Path, port: int) -> None:

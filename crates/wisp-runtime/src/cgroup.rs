@@ -112,13 +112,7 @@ impl SpriteCgroup {
         }
         if layout.v2_controllers {
             if let Some(v2) = &layout.v2 {
-                // Controllers must be enabled on every level above the sprite's cgroup.
-                let _ = write(&v2.join("cgroup.subtree_control"), "+cpu +memory +pids");
-                fs::create_dir_all(v2.join(parent))?;
-                write(
-                    &v2.join(parent).join("cgroup.subtree_control"),
-                    "+cpu +memory +pids",
-                )?;
+                enable_v2_controllers(v2, parent, limits)?;
             }
         }
         for d in &dirs {
@@ -191,6 +185,47 @@ impl SpriteCgroup {
     pub fn destroy(&self) -> io::Result<()> {
         kill_and_remove(&self.dirs)
     }
+}
+
+/// The v2 controllers a set of limits needs.
+fn needed_controllers(limits: &Limits) -> Vec<&'static str> {
+    let mut v = Vec::new();
+    if limits.cpu_millis.is_some() {
+        v.push("cpu");
+    }
+    if limits.memory_bytes.is_some() {
+        v.push("memory");
+    }
+    if limits.pids_max.is_some() {
+        v.push("pids");
+    }
+    v
+}
+
+/// Enables the controllers the limits need on every level above the sprite's cgroup. A limit
+/// whose controller the host does not offer is an error: a sprite must never run unbounded
+/// because a limit silently did not apply.
+fn enable_v2_controllers(v2: &Path, parent: &str, limits: &Limits) -> io::Result<()> {
+    let available = fs::read_to_string(v2.join("cgroup.controllers")).unwrap_or_default();
+    let needed = needed_controllers(limits);
+    if let Some(missing) = needed
+        .iter()
+        .find(|c| !available.split_whitespace().any(|a| a == **c))
+    {
+        return Err(io::Error::other(format!(
+            "the {missing} cgroup controller is not available in {} (needed for the sprite's limits)",
+            v2.display()
+        )));
+    }
+    if needed.is_empty() {
+        fs::create_dir_all(v2.join(parent))?;
+        return Ok(());
+    }
+    let enable: String = needed.iter().map(|c| format!("+{c} ")).collect();
+    let enable = enable.trim_end();
+    write(&v2.join("cgroup.subtree_control"), enable)?;
+    fs::create_dir_all(v2.join(parent))?;
+    write(&v2.join(parent).join("cgroup.subtree_control"), enable)
 }
 
 fn procs(dir: &Path) -> Vec<i32> {
@@ -302,6 +337,17 @@ mod tests {
             l.sprite_dirs("wisp", "s1"),
             vec![PathBuf::from("/sys/fs/cgroup/wisp/s1")]
         );
+    }
+
+    #[test]
+    fn controllers_for_limits() {
+        assert!(needed_controllers(&Limits::default()).is_empty());
+        let l = Limits {
+            memory_bytes: Some(1),
+            cpu_millis: None,
+            pids_max: Some(2),
+        };
+        assert_eq!(needed_controllers(&l), vec!["memory", "pids"]);
     }
 
     #[test]

@@ -47,10 +47,24 @@ pub(crate) enum ToInit {
 #[serde(tag = "t", rename_all = "snake_case")]
 pub(crate) enum FromInit {
     Ready,
-    Failed { message: String },
-    Spawned { req: u64, pid: i32, has_stdin: bool },
-    SpawnFailed { req: u64, message: String },
-    Exited { pid: i32, code: i32 },
+    Failed {
+        message: String,
+    },
+    Spawned {
+        req: u64,
+        pid: i32,
+        has_stdin: bool,
+    },
+    /// `code` is `resource_exhausted` when the sprite hit a limit (pids, memory, files).
+    SpawnFailed {
+        req: u64,
+        code: String,
+        message: String,
+    },
+    Exited {
+        pid: i32,
+        code: i32,
+    },
 }
 
 pub(crate) const MSG_MAX: usize = 256 * 1024;
@@ -350,8 +364,9 @@ fn serve(chan: &OwnedFd) {
                             &borrowed,
                         );
                     }
-                    Err(message) => {
-                        send(chan, &FromInit::SpawnFailed { req, message }, &[]);
+                    Err(SpawnError { code, message }) => {
+                        let code = code.to_string();
+                        send(chan, &FromInit::SpawnFailed { req, code, message }, &[]);
                     }
                 },
                 Ok(ToInit::Signal { pid, signal }) => {
@@ -382,6 +397,33 @@ fn reap(chan: &OwnedFd, ours: &mut HashSet<i32>) {
     }
 }
 
+/// Why init could not start a command.
+pub(crate) struct SpawnError {
+    pub code: &'static str,
+    pub message: String,
+}
+
+impl SpawnError {
+    fn failed(message: String) -> Self {
+        SpawnError {
+            code: "failed",
+            message,
+        }
+    }
+}
+
+/// Like `ctx`, but tells the sprite's own limits (pids, memory, open files) apart from
+/// other failures, so the API can say so.
+fn sctx<T>(what: &str, r: nix::Result<T>) -> Result<T, SpawnError> {
+    r.map_err(|e| SpawnError {
+        code: match e {
+            Errno::EAGAIN | Errno::ENOMEM | Errno::EMFILE | Errno::ENFILE => "resource_exhausted",
+            _ => "failed",
+        },
+        message: format!("{what}: {}", e.desc()),
+    })
+}
+
 /// What the child side of a spawn holds before exec.
 struct ChildIo {
     stdin: OwnedFd,
@@ -390,9 +432,9 @@ struct ChildIo {
     tty: bool,
 }
 
-fn spawn(spec: &SpawnSpec) -> Result<(i32, bool, Vec<OwnedFd>), String> {
+fn spawn(spec: &SpawnSpec) -> Result<(i32, bool, Vec<OwnedFd>), SpawnError> {
     let user = passwd::lookup_in_root(&spec.user)
-        .ok_or_else(|| format!("unknown user {:?} in the sprite", spec.user))?;
+        .ok_or_else(|| SpawnError::failed(format!("unknown user {:?} in the sprite", spec.user)))?;
     let (child_io, parent_fds, has_stdin) = if spec.tty {
         let ws = nix::pty::Winsize {
             ws_row: spec.rows,
@@ -400,24 +442,24 @@ fn spawn(spec: &SpawnSpec) -> Result<(i32, bool, Vec<OwnedFd>), String> {
             ws_xpixel: 0,
             ws_ypixel: 0,
         };
-        let pty = ctx("openpty", nix::pty::openpty(Some(&ws), None))?;
+        let pty = sctx("openpty", nix::pty::openpty(Some(&ws), None))?;
         let slave = pty.slave;
         let io = ChildIo {
-            stdin: ctx("dup", slave.try_clone().map_err(|_| Errno::EMFILE))?,
-            stdout: ctx("dup", slave.try_clone().map_err(|_| Errno::EMFILE))?,
+            stdin: sctx("dup", slave.try_clone().map_err(|_| Errno::EMFILE))?,
+            stdout: sctx("dup", slave.try_clone().map_err(|_| Errno::EMFILE))?,
             stderr: slave,
             tty: true,
         };
         (io, vec![pty.master], true)
     } else {
         let (in_r, in_w) = if spec.stdin {
-            let (r, w) = ctx("pipe", pipe2(OFlag::O_CLOEXEC))?;
+            let (r, w) = sctx("pipe", pipe2(OFlag::O_CLOEXEC))?;
             (r, Some(w))
         } else {
-            (ctx("open /dev/null", open_owned("/dev/null"))?, None)
+            (sctx("open /dev/null", open_owned("/dev/null"))?, None)
         };
-        let (out_r, out_w) = ctx("pipe", pipe2(OFlag::O_CLOEXEC))?;
-        let (err_r, err_w) = ctx("pipe", pipe2(OFlag::O_CLOEXEC))?;
+        let (out_r, out_w) = sctx("pipe", pipe2(OFlag::O_CLOEXEC))?;
+        let (err_r, err_w) = sctx("pipe", pipe2(OFlag::O_CLOEXEC))?;
         let mut parent = Vec::new();
         let has_stdin = in_w.is_some();
         parent.extend(in_w);
@@ -437,13 +479,13 @@ fn spawn(spec: &SpawnSpec) -> Result<(i32, bool, Vec<OwnedFd>), String> {
         .iter()
         .map(|a| CString::new(a.as_bytes()))
         .collect::<Result<_, _>>()
-        .map_err(|_| "argument contains a NUL byte".to_string())?;
+        .map_err(|_| SpawnError::failed("argument contains a NUL byte".into()))?;
     let env: Vec<CString> = spec
         .env
         .iter()
         .map(|(k, v)| CString::new(format!("{k}={v}")))
         .collect::<Result<_, _>>()
-        .map_err(|_| "environment contains a NUL byte".to_string())?;
+        .map_err(|_| SpawnError::failed("environment contains a NUL byte".into()))?;
     let path_var = spec
         .env
         .iter()
@@ -451,7 +493,7 @@ fn spawn(spec: &SpawnSpec) -> Result<(i32, bool, Vec<OwnedFd>), String> {
         .map(|(_, v)| v.as_str())
         .unwrap_or("/usr/local/bin:/usr/bin:/bin");
     let candidates = resolve_candidates(&spec.path, path_var);
-    match ctx("fork", fork_single_threaded())? {
+    match sctx("fork", fork_single_threaded())? {
         Forked::Child => {
             let code = exec_child(spec, &user, child_io, &argv, &env, &candidates);
             wisp_sys::process::exit_now(code)

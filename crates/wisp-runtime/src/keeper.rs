@@ -36,7 +36,7 @@ macro_rules! log {
 }
 
 /// Result of a spawn as init reports it.
-type SpawnResult = Result<(i32, bool, Vec<OwnedFd>), String>;
+type SpawnResult = Result<(i32, bool, Vec<OwnedFd>), Reply>;
 
 struct Keeper {
     cfg: KeeperConfig,
@@ -238,9 +238,9 @@ impl Keeper {
                         let _ = tx.send(Ok((pid, has_stdin, fds)));
                     }
                 }
-                FromInit::SpawnFailed { req, message } => {
+                FromInit::SpawnFailed { req, code, message } => {
                     if let Some(tx) = lock(&self.pending).remove(&req) {
-                        let _ = tx.send(Err(message));
+                        let _ = tx.send(Err(Reply::Error { code, message }));
                     }
                 }
                 FromInit::Exited { pid, code } => {
@@ -354,7 +354,7 @@ impl Keeper {
                         Ok(c) => Arc::new(Mutex::new(c)),
                         Err(_) => return,
                     };
-                    session.attach(&client, false);
+                    let _ = session.attach(&client, false);
                     let pump_session = session.clone();
                     let k = self.clone();
                     std::thread::spawn(move || {
@@ -364,7 +364,7 @@ impl Keeper {
                     });
                     self.stream(&session, &client, conn);
                 }
-                Err(e) => reply(&mut conn, &error("failed", e)),
+                Err(e) => reply(&mut conn, &e),
             },
             Request::Attach { session_id } => {
                 let Some(session) = self.find(&session_id) else {
@@ -381,9 +381,9 @@ impl Keeper {
                     Ok(c) => Arc::new(Mutex::new(c)),
                     Err(_) => return,
                 };
-                if !session.attach(&client, true) {
-                    // Finished between lookup and attach: the exit was already sent to others.
-                    let _ = proto::write_frame(&mut conn, Kind::Exit, &0i32.to_be_bytes());
+                if let Err(code) = session.attach(&client, true) {
+                    // Finished between lookup and attach.
+                    let _ = proto::write_frame(&mut conn, Kind::Exit, &code.to_be_bytes());
                     return;
                 }
                 self.stream(&session, &client, conn);
@@ -396,7 +396,7 @@ impl Keeper {
         lock(&self.sessions).get(&pid).cloned()
     }
 
-    fn spawn(&self, spec: &SpawnSpec) -> Result<(Arc<Session>, Outputs), String> {
+    fn spawn(&self, spec: &SpawnSpec) -> Result<(Arc<Session>, Outputs), Reply> {
         if spec.argv.is_empty() {
             return Err("no command".into());
         }
@@ -495,4 +495,17 @@ fn error(code: &str, message: String) -> Reply {
 
 fn not_found(id: &str) -> Reply {
     error("not_found", format!("session not found: {id}"))
+}
+
+/// Any other failure is `failed`.
+impl From<String> for Reply {
+    fn from(message: String) -> Reply {
+        error("failed", message)
+    }
+}
+
+impl From<&str> for Reply {
+    fn from(message: &str) -> Reply {
+        error("failed", message.to_string())
+    }
 }

@@ -21,3 +21,4 @@ mod init;
 pub mod keeper;
 mod passwd;
 mod session;
+mod stdin_queue;

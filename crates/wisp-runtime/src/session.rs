@@ -13,6 +13,7 @@ use nix::errno::Errno;
 use nix::poll::{poll, PollFd, PollFlags, PollTimeout};
 
 use crate::proto::{self, Kind, SessionInfo, MAX_DATA_CHUNK};
+use crate::stdin_queue::StdinQueue;
 
 /// Bytes of output kept for clients that attach later.
 const SCROLLBACK_BYTES: usize = 1 << 20;
@@ -55,7 +56,7 @@ pub(crate) struct Session {
     pub created: i64,
     pub tty: bool,
     grace: Option<Duration>,
-    stdin: Mutex<Option<File>>,
+    stdin: Option<Arc<StdinQueue>>,
     master: Option<File>,
     state: Mutex<State>,
     wake_w: File,
@@ -90,7 +91,7 @@ impl Session {
             created: now_ms() / 1000,
             tty,
             grace,
-            stdin: Mutex::new(stdin),
+            stdin: stdin.map(StdinQueue::start),
             master,
             state: Mutex::new(State {
                 scrollback: VecDeque::new(),
@@ -131,17 +132,17 @@ impl Session {
     }
 
     /// Adds a client after writing it the scrollback; atomic with respect to live output.
-    /// Returns false when the session already finished.
-    pub fn attach(&self, conn: &ClientConn, replay: bool) -> bool {
+    /// When the session already finished, returns its exit code instead.
+    pub fn attach(&self, conn: &ClientConn, replay: bool) -> Result<(), i32> {
         let mut st = lock(&self.state);
         if st.finished {
-            return false;
+            return Err(st.exit.unwrap_or(255));
         }
         if replay {
             let mut c = lock(conn);
             for (kind, data) in &st.scrollback {
                 if proto::write_frame(&mut *c, *kind, data).is_err() {
-                    return true;
+                    return Ok(());
                 }
             }
         }
@@ -149,7 +150,7 @@ impl Session {
         st.detached_since = None;
         drop(st);
         self.wake();
-        true
+        Ok(())
     }
 
     pub fn detach(&self, conn: &ClientConn) {
@@ -163,14 +164,14 @@ impl Session {
     }
 
     pub fn write_stdin(&self, data: &[u8]) {
-        if let Some(f) = lock(&self.stdin).as_mut() {
-            let _ = f.write_all(data);
+        if let Some(q) = &self.stdin {
+            q.push(data);
         }
     }
 
     pub fn close_stdin(&self) {
-        if !self.tty {
-            lock(&self.stdin).take();
+        if let (false, Some(q)) = (self.tty, &self.stdin) {
+            q.eof();
         }
     }
 
@@ -306,6 +307,9 @@ impl Session {
                     quiet_since = Some(Instant::now());
                 }
             }
+        }
+        if let Some(q) = &self.stdin {
+            q.close();
         }
         let mut st = lock(&self.state);
         st.finished = true;

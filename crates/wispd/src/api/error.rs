@@ -85,7 +85,8 @@ impl From<RuntimeError> for ApiError {
             RuntimeError::NotRunning
             | RuntimeError::Unresponsive
             | RuntimeError::Timeout(_)
-            | RuntimeError::Image(_) => ApiError::unavailable(e),
+            | RuntimeError::Image(_)
+            | RuntimeError::ResourceExhausted(_) => ApiError::unavailable(e),
             other => ApiError::internal(other),
         }
     }

@@ -49,6 +49,9 @@ pub enum RuntimeError {
     SessionNotFound,
     #[error("keeper refused the request: {0}")]
     Refused(String),
+    /// The sprite hit one of its own limits (pids, memory, open files).
+    #[error("the sprite is out of resources ({0}); wait for its processes to finish or stop some")]
+    ResourceExhausted(String),
     #[error("keeper protocol: {0}")]
     Protocol(#[from] wisp_runtime::proto::ProtoError),
     #[error("timed out waiting for the keeper to {0}")]

@@ -129,14 +129,34 @@ impl NamespaceRuntime {
             .await
             .map_err(|_| RuntimeError::Timeout(what))??;
         if let Reply::Error { code, message } = &reply {
-            return Err(if code == "not_found" {
-                RuntimeError::SessionNotFound
-            } else {
-                RuntimeError::Refused(message.clone())
+            return Err(match code.as_str() {
+                "not_found" => RuntimeError::SessionNotFound,
+                "resource_exhausted" => RuntimeError::ResourceExhausted(message.clone()),
+                _ => RuntimeError::Refused(message.clone()),
             });
         }
         Ok((conn, reply))
     }
+}
+
+/// Removes temporary files an interrupted atomic write left next to the sprite's run files
+/// (`.<id>.json.tmp-…`), so that destroy leaves nothing named after the sprite.
+fn remove_temp_files(p: &SpritePaths) -> io::Result<()> {
+    let (Some(dir), Some(name)) = (p.config.parent(), p.config.file_name()) else {
+        return Ok(());
+    };
+    let prefix = format!(".{}.", name.to_string_lossy());
+    let entries = match std::fs::read_dir(dir) {
+        Ok(e) => e,
+        Err(e) if e.kind() == io::ErrorKind::NotFound => return Ok(()),
+        Err(e) => return Err(e),
+    };
+    for entry in entries.flatten() {
+        if entry.file_name().to_string_lossy().starts_with(&prefix) {
+            remove_file_if_exists(&entry.path())?;
+        }
+    }
+    Ok(())
 }
 
 fn unexpected(reply: &Reply) -> RuntimeError {
@@ -259,7 +279,8 @@ impl Runtime for NamespaceRuntime {
             remove_dir_all_if_exists(&p.base)?;
             remove_file_if_exists(&p.socket)?;
             remove_file_if_exists(&p.config)?;
-            remove_file_if_exists(&p.log)
+            remove_file_if_exists(&p.log)?;
+            remove_temp_files(&p)
         })
         .await
         .map_err(|e| RuntimeError::io("removing sprite files", io::Error::other(e)))?;

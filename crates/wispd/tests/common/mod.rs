@@ -11,7 +11,18 @@
 //! let mut d1 = TestDaemon::start_with(DaemonOptions { data_dir: Some(dir.path().into()), ..Default::default() });
 //! d1.kill9();
 //! let d2 = TestDaemon::start_with(DaemonOptions { data_dir: Some(dir.path().into()), ..Default::default() });
+//!
+//! // Real sprites (root, and the base image under $WISP_IMAGE_DIR or /var/tmp/wisp-test-images):
+//! let d = TestDaemon::start_real();
+//! d.create("box").await;
+//! let e = d.exec_q("box", &["pwd"], &[("dir", "/tmp")]).await;
+//! assert_eq!(e.stdout, b"/tmp\n");
+//! e.assert_ended_with(0);
+//! d.delete("box").await;
 //! ```
+//!
+//! Sprites outlive wispd by design: a daemon with its own temporary data dir shuts its keepers
+//! down on drop; with a caller's data dir, hold a [`KeeperCleanup`] for it.
 #![allow(dead_code)]
 
 use std::fs;
@@ -21,7 +32,11 @@ use std::path::{Path, PathBuf};
 use std::process::{Child, Command, ExitStatus, Stdio};
 use std::time::{Duration, Instant};
 
+use futures_util::{SinkExt, StreamExt};
+use reqwest::StatusCode;
+use serde_json::{json, Value};
 use tempfile::TempDir;
+use tokio_tungstenite::tungstenite::Message;
 
 /// How to start a daemon.
 #[derive(Debug, Clone, Default)]
@@ -255,4 +270,448 @@ pub fn shutdown_keepers(data_dir: &Path) {
             }
         }
     }
+}
+
+// ---------------------------------------------------------------------------------------------
+// Real sprites: the real keeper, namespaces, cgroups and the Debian base image.
+// ---------------------------------------------------------------------------------------------
+
+/// Where the base image is: `$WISP_IMAGE_DIR`, else `/var/tmp/wisp-test-images` (the cache
+/// `scripts/test-all` builds once, before the tests).
+pub fn image_dir() -> PathBuf {
+    std::env::var_os("WISP_IMAGE_DIR")
+        .filter(|v| !v.is_empty())
+        .map(PathBuf::from)
+        .unwrap_or_else(|| PathBuf::from("/var/tmp/wisp-test-images"))
+}
+
+/// Options for a wispd with the real keeper and base image, plus `args`.
+pub fn real_options(args: &[&str], data_dir: Option<PathBuf>) -> DaemonOptions {
+    let dir = image_dir();
+    assert!(
+        nix::unistd::geteuid().is_root(),
+        "these tests start real sprites (namespaces, cgroups, overlayfs): run them as root"
+    );
+    assert!(
+        dir.join("debian-bookworm/READY").is_file(),
+        "no base image under {} (set WISP_IMAGE_DIR, or build it: sudo ./scripts/test-all image)",
+        dir.display()
+    );
+    let mut all = vec!["--image-dir".to_string(), dir.display().to_string()];
+    all.extend(args.iter().map(|a| a.to_string()));
+    DaemonOptions {
+        args: all,
+        data_dir,
+        real_image: true,
+        ..Default::default()
+    }
+}
+
+impl TestDaemon {
+    /// A wispd that runs real sprites on the shared base image.
+    pub fn start_real() -> Self {
+        Self::start_with(real_options(&[], None))
+    }
+
+    /// Like [`TestDaemon::start_real`], with extra wispd arguments.
+    pub fn start_real_args(args: &[&str]) -> Self {
+        Self::start_with(real_options(args, None))
+    }
+
+    /// Sends a JSON request with the admin token; returns status and body (`Null` if none).
+    pub async fn call(
+        &self,
+        method: reqwest::Method,
+        path: &str,
+        body: Option<Value>,
+    ) -> (StatusCode, Value) {
+        let mut rb = self
+            .client()
+            .request(method, self.url(path))
+            .header("authorization", self.bearer());
+        if let Some(b) = body {
+            rb = rb.json(&b);
+        }
+        let res = rb
+            .send()
+            .await
+            .unwrap_or_else(|e| panic!("{path}: {e}\n{}", self.log()));
+        let status = res.status();
+        let text = res.text().await.unwrap_or_default();
+        (status, serde_json::from_str(&text).unwrap_or(Value::Null))
+    }
+
+    pub async fn get_json(&self, path: &str) -> (StatusCode, Value) {
+        self.call(reqwest::Method::GET, path, None).await
+    }
+
+    /// Creates a sprite (asserting 201) and returns its object.
+    pub async fn create(&self, name: &str) -> Value {
+        let (status, body) = self
+            .call(
+                reqwest::Method::POST,
+                "/v1/sprites",
+                Some(json!({"name": name, "labels": ["t"]})),
+            )
+            .await;
+        assert_eq!(status, StatusCode::CREATED, "{body}\n{}", self.log());
+        body
+    }
+
+    /// Destroys a sprite, asserting 204.
+    pub async fn delete(&self, name: &str) {
+        let (status, body) = self
+            .call(
+                reqwest::Method::DELETE,
+                &format!("/v1/sprites/{name}"),
+                None,
+            )
+            .await;
+        assert_eq!(status, StatusCode::NO_CONTENT, "{body}\n{}", self.log());
+    }
+
+    /// Runs a command over the exec WebSocket (no stdin) and collects everything.
+    pub async fn exec(&self, sprite: &str, argv: &[&str]) -> Exec {
+        self.exec_q(sprite, argv, &[]).await
+    }
+
+    /// Like [`TestDaemon::exec`] with extra query parameters (`("env", "A=b")`, ...).
+    pub async fn exec_q(&self, sprite: &str, argv: &[&str], extra: &[(&str, &str)]) -> Exec {
+        let mut ws = connect(self, &exec_path(sprite, argv, extra)).await;
+        Exec::from(collect(&mut ws).await)
+    }
+
+    /// Like [`TestDaemon::exec_q`], but a refused upgrade is an `Err((status, body))`.
+    pub async fn try_exec(
+        &self,
+        sprite: &str,
+        argv: &[&str],
+        extra: &[(&str, &str)],
+    ) -> Result<Exec, (u16, String)> {
+        let req = self.ws_request(&exec_path(sprite, argv, extra));
+        match tokio_tungstenite::connect_async(req).await {
+            Ok((mut ws, _)) => Ok(Exec::from(collect(&mut ws).await)),
+            Err(tokio_tungstenite::tungstenite::Error::Http(res)) => Err((
+                res.status().as_u16(),
+                String::from_utf8_lossy(res.body().as_deref().unwrap_or_default()).into_owned(),
+            )),
+            Err(e) => panic!("exec {argv:?}: {e:?}\n{}", self.log()),
+        }
+    }
+
+    /// `sh -c script` in the sprite, asserting exit 0; returns stdout as a string.
+    pub async fn sh(&self, sprite: &str, script: &str) -> String {
+        let e = self.exec(sprite, &["sh", "-c", script]).await;
+        assert_eq!(e.code, Some(0), "{script}: {e:?}");
+        e.stdout_str()
+    }
+}
+
+/// `/v1/sprites/{sprite}/exec?cmd=..&cmd=..&k=v`, URL-encoded.
+pub fn exec_path(sprite: &str, argv: &[&str], extra: &[(&str, &str)]) -> String {
+    let mut q = form_urlencoded::Serializer::new(String::new());
+    for a in argv {
+        q.append_pair("cmd", a);
+    }
+    for (k, v) in extra {
+        q.append_pair(k, v);
+    }
+    format!("/v1/sprites/{sprite}/exec?{}", q.finish())
+}
+
+/// One frame as the client saw it (keepalives are dropped by [`collect`]).
+#[derive(Debug, Clone, PartialEq)]
+pub enum Got {
+    Text(Value),
+    Binary(Vec<u8>),
+    Close(Option<u16>),
+}
+
+pub type Ws =
+    tokio_tungstenite::WebSocketStream<tokio_tungstenite::MaybeTlsStream<tokio::net::TcpStream>>;
+
+/// Opens an exec WebSocket and checks the upgrade's headers.
+pub async fn connect(d: &TestDaemon, path_and_query: &str) -> Ws {
+    let (ws, res) = tokio_tungstenite::connect_async(d.ws_request(path_and_query))
+        .await
+        .unwrap_or_else(|e| panic!("{path_and_query}: {e:?}\n{}", d.log()));
+    assert_eq!(res.headers()["x-sprite-capabilities"], "signal");
+    assert_eq!(res.headers()["sprite-version"], wisp_api::SPRITE_VERSION);
+    assert!(res.headers().get("sec-websocket-extensions").is_none());
+    ws
+}
+
+/// Opens an exec WebSocket and reads its first frame, which must be `session_info`.
+pub async fn connect_session(d: &TestDaemon, path_and_query: &str) -> (Ws, Value) {
+    let mut ws = connect(d, path_and_query).await;
+    let first = tokio::time::timeout(Duration::from_secs(30), ws.next())
+        .await
+        .expect("no session_info in time");
+    let Some(Ok(Message::Text(t))) = first else {
+        panic!("first frame is not text: {first:?}")
+    };
+    let info: Value = serde_json::from_str(t.as_str()).expect("session_info JSON");
+    assert_eq!(info["type"], "session_info", "{info}");
+    (ws, info)
+}
+
+/// Reads frames until the server's close frame (or the end), skipping keepalives.
+pub async fn collect(ws: &mut Ws) -> Vec<Got> {
+    collect_for(ws, Duration::from_secs(60)).await
+}
+
+pub async fn collect_for(ws: &mut Ws, limit: Duration) -> Vec<Got> {
+    collect_stream(ws, limit).await
+}
+
+/// [`collect`] for any stream of messages (the read half of a split socket, say).
+pub async fn collect_stream<S>(ws: &mut S, limit: Duration) -> Vec<Got>
+where
+    S: futures_util::Stream<Item = Result<Message, tokio_tungstenite::tungstenite::Error>> + Unpin,
+{
+    read_frames(ws, limit, usize::MAX).await
+}
+
+/// The next `n` frames (keepalives skipped); fewer if the connection ends first.
+pub async fn next_frames(ws: &mut Ws, n: usize) -> Vec<Got> {
+    read_frames(ws, Duration::from_secs(30), n).await
+}
+
+async fn read_frames<S>(ws: &mut S, limit: Duration, max: usize) -> Vec<Got>
+where
+    S: futures_util::Stream<Item = Result<Message, tokio_tungstenite::tungstenite::Error>> + Unpin,
+{
+    let mut got = Vec::new();
+    let read = async {
+        while got.len() < max {
+            let Some(m) = ws.next().await else { break };
+            match m {
+                Ok(Message::Text(t)) => {
+                    let v: Value = serde_json::from_str(t.as_str()).expect("text frame JSON");
+                    if v["type"] != "keepalive" {
+                        got.push(Got::Text(v));
+                    }
+                }
+                Ok(Message::Binary(b)) => got.push(Got::Binary(b.to_vec())),
+                Ok(Message::Close(f)) => {
+                    got.push(Got::Close(f.map(|f| u16::from(f.code))));
+                    break;
+                }
+                Ok(_) => {}
+                Err(_) => break,
+            }
+        }
+    };
+    if tokio::time::timeout(limit, read).await.is_err() {
+        panic!("no end of the exec within {limit:?}; got so far: {got:?}");
+    }
+    got
+}
+
+/// Reads TTY output (raw binary frames) until `needle` shows up; returns all output so far.
+pub async fn read_until(ws: &mut Ws, out: &mut Vec<u8>, needle: &[u8]) {
+    let read = async {
+        while !contains(out, needle) {
+            match ws.next().await {
+                Some(Ok(Message::Binary(b))) => out.extend_from_slice(&b),
+                Some(Ok(Message::Text(_) | Message::Ping(_) | Message::Pong(_))) => {}
+                other => panic!(
+                    "connection ended waiting for {:?}: {other:?}; output: {:?}",
+                    String::from_utf8_lossy(needle),
+                    String::from_utf8_lossy(out)
+                ),
+            }
+        }
+    };
+    if tokio::time::timeout(Duration::from_secs(30), read)
+        .await
+        .is_err()
+    {
+        panic!(
+            "no {:?} in time; output: {:?}",
+            String::from_utf8_lossy(needle),
+            String::from_utf8_lossy(out)
+        );
+    }
+}
+
+pub fn contains(hay: &[u8], needle: &[u8]) -> bool {
+    needle.is_empty() || hay.windows(needle.len()).any(|w| w == needle)
+}
+
+/// Payloads of the binary frames of one stream id, concatenated.
+pub fn stream_bytes(got: &[Got], id: u8) -> Vec<u8> {
+    got.iter()
+        .filter_map(|g| match g {
+            Got::Binary(b) if b.first() == Some(&id) => Some(b[1..].to_vec()),
+            _ => None,
+        })
+        .flatten()
+        .collect()
+}
+
+/// Every binary payload concatenated (TTY output).
+pub fn raw_bytes(got: &[Got]) -> Vec<u8> {
+    got.iter()
+        .filter_map(|g| match g {
+            Got::Binary(b) => Some(b.clone()),
+            _ => None,
+        })
+        .flatten()
+        .collect()
+}
+
+pub fn session_info(got: &[Got]) -> &Value {
+    match got.first() {
+        Some(Got::Text(v)) if v["type"] == "session_info" => v,
+        other => panic!("first frame is not session_info: {other:?}"),
+    }
+}
+
+/// Sends stdin (non-TTY framing) and then EOF.
+pub async fn send_stdin_and_eof(ws: &mut Ws, data: &[u8]) {
+    let mut frame = vec![0u8];
+    frame.extend_from_slice(data);
+    ws.send(Message::Binary(frame.into())).await.expect("stdin");
+    ws.send(Message::Binary(vec![4].into())).await.expect("eof");
+}
+
+/// What a finished exec looked like.
+#[derive(Debug, Clone)]
+pub struct Exec {
+    pub got: Vec<Got>,
+    pub stdout: Vec<u8>,
+    pub stderr: Vec<u8>,
+    /// From the text `exit` message.
+    pub code: Option<i64>,
+}
+
+impl From<Vec<Got>> for Exec {
+    fn from(got: Vec<Got>) -> Self {
+        let code = got.iter().find_map(|g| match g {
+            Got::Text(v) if v["type"] == "exit" => v["exit_code"].as_i64(),
+            _ => None,
+        });
+        Exec {
+            stdout: stream_bytes(&got, 1),
+            stderr: stream_bytes(&got, 2),
+            code,
+            got,
+        }
+    }
+}
+
+impl Exec {
+    pub fn stdout_str(&self) -> String {
+        String::from_utf8_lossy(&self.stdout).into_owned()
+    }
+
+    pub fn stderr_str(&self) -> String {
+        String::from_utf8_lossy(&self.stderr).into_owned()
+    }
+
+    /// Asserts the non-TTY end of command: binary `[3, code]`, text exit, close 1000, in
+    /// that order and at the very end.
+    pub fn assert_ended_with(&self, code: u8) {
+        let n = self.got.len();
+        assert!(n >= 3, "{:?}", self.got);
+        assert_eq!(
+            self.got[n - 3..],
+            [
+                Got::Binary(vec![3, code]),
+                Got::Text(json!({"type": "exit", "exit_code": code, "code": code})),
+                Got::Close(Some(1000)),
+            ],
+            "{:?}",
+            self.got
+        );
+    }
+}
+
+// ---------------------------------------------------------------------------------------------
+// Looking at the host: processes, namespaces, mounts, cgroups.
+// ---------------------------------------------------------------------------------------------
+
+/// Pids of every process on the host.
+pub fn host_pids() -> Vec<i32> {
+    fs::read_dir("/proc")
+        .map(|rd| {
+            rd.flatten()
+                .filter_map(|e| e.file_name().to_str().and_then(|n| n.parse().ok()))
+                .collect()
+        })
+        .unwrap_or_default()
+}
+
+/// `/proc/PID/cmdline` with NULs as spaces ("" once the process is gone).
+pub fn cmdline(pid: i32) -> String {
+    fs::read(format!("/proc/{pid}/cmdline"))
+        .map(|b| String::from_utf8_lossy(&b).replace('\0', " "))
+        .unwrap_or_default()
+}
+
+/// The host pid of the keeper of sprite `id`: `wisp-keeper --config <data>/run/<id>.json`.
+pub fn keeper_pid(id: &str) -> Option<i32> {
+    host_pids().into_iter().find(|&p| {
+        let c = cmdline(p);
+        c.contains("wisp-keeper") && c.contains(&format!("{id}.json"))
+    })
+}
+
+/// The host pid of a sprite's init: the (only) child of its keeper's main thread.
+pub fn init_pid(keeper: i32) -> Option<i32> {
+    fs::read_to_string(format!("/proc/{keeper}/task/{keeper}/children"))
+        .ok()?
+        .split_whitespace()
+        .next()?
+        .parse()
+        .ok()
+}
+
+/// The inode of a namespace link, `/proc/PID/ns/KIND` (`pid:[4026532xxx]` → 4026532xxx).
+pub fn ns_inode(pid: i32, kind: &str) -> Option<u64> {
+    let link = fs::read_link(format!("/proc/{pid}/ns/{kind}")).ok()?;
+    let s = link.to_string_lossy();
+    s.split_once('[')?.1.trim_end_matches(']').parse().ok()
+}
+
+/// When a process started, in clock ticks since boot (`/proc/PID/stat` field 22). With its
+/// pid, this names a process even after the pid is reused.
+pub fn start_ticks(pid: i32) -> Option<u64> {
+    let stat = fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
+    // Fields after the command name (which may hold spaces) start at field 3.
+    stat[stat.rfind(')')? + 1..]
+        .split_whitespace()
+        .nth(22 - 3)?
+        .parse()
+        .ok()
+}
+
+/// Now, in the clock of [`start_ticks`].
+pub fn now_ticks() -> u64 {
+    let hz = nix::unistd::sysconf(nix::unistd::SysconfVar::CLK_TCK)
+        .ok()
+        .flatten()
+        .unwrap_or(100) as f64;
+    let up: f64 = fs::read_to_string("/proc/uptime")
+        .expect("/proc/uptime")
+        .split_whitespace()
+        .next()
+        .and_then(|s| s.parse().ok())
+        .expect("uptime");
+    (up * hz) as u64
+}
+
+/// Whether the process `pid` that started at `start` ([`start_ticks`]) still runs (a zombie
+/// does not: it only waits for its parent to reap it).
+pub fn runs(pid: i32, start: Option<u64>) -> bool {
+    let state = fs::read_to_string(format!("/proc/{pid}/stat"))
+        .ok()
+        .and_then(|s| {
+            s[s.rfind(')')? + 1..]
+                .split_whitespace()
+                .next()
+                .map(String::from)
+        });
+    start.is_some() && start_ticks(pid) == start && state.is_some_and(|s| s != "Z")
 }

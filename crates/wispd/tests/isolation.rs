@@ -1,0 +1,340 @@
+//! What a real sprite sees and may use: its own processes, hostname, network and files only,
+//! inside cgroups that carry wispd's limits (checked from the host).
+
+mod common;
+
+use std::fs;
+use std::path::{Path, PathBuf};
+use std::time::{Duration, Instant};
+
+use common::{connect_session, exec_path, read_until, Exec, TestDaemon};
+use futures_util::SinkExt;
+use serde_json::json;
+use tokio_tungstenite::tungstenite::Message;
+use wisp_runtime::cgroup::Layout;
+
+#[tokio::test]
+async fn a_sprite_sees_only_itself() {
+    let d = TestDaemon::start_real();
+    let s = d.create("iso-self").await;
+    let id = s["id"].as_str().unwrap();
+
+    // Processes: pid 1 is the sprite's init, and the only other process is `ps` itself.
+    let ps = d.exec("iso-self", &["ps", "-e", "-o", "pid=,comm="]).await;
+    let procs: Vec<Vec<String>> = ps
+        .stdout_str()
+        .lines()
+        .map(|l| l.split_whitespace().map(String::from).collect())
+        .collect();
+    assert_eq!(procs.len(), 2, "{}", ps.stdout_str());
+    assert_eq!(procs[0], ["1", "wisp-init"], "{}", ps.stdout_str());
+    assert_eq!(procs[1][1], "ps", "{}", ps.stdout_str());
+    let all = d.sh("iso-self", "ps -e -o args=").await;
+    for host_thing in [
+        "wispd",
+        "wisp-keeper",
+        "systemd",
+        "cargo",
+        "exec-",
+        "isolation-",
+    ] {
+        assert!(!all.contains(host_thing), "{host_thing} visible: {all}");
+    }
+    // pid 1's command line has no host path (the keeper's binary or config).
+    let e = d.exec("iso-self", &["cat", "/proc/1/cmdline"]).await;
+    assert_eq!(e.stdout, b"wisp-init\0");
+    assert_eq!(d.sh("iso-self", "cat /proc/1/comm").await, "wisp-init\n");
+    // Even root in the sprite cannot reach a host process.
+    let me = std::process::id().to_string();
+    let e = d.exec("iso-self", &["sudo", "kill", "-0", &me]).await;
+    assert_ne!(e.code, Some(0), "{e:?}");
+
+    // Hostname is the sprite's name, and it resolves (sudo needs that).
+    assert_eq!(
+        d.exec("iso-self", &["hostname"]).await.stdout,
+        b"iso-self\n"
+    );
+    assert_eq!(
+        d.sh("iso-self", "getent hosts iso-self | awk '{print $1}'")
+            .await,
+        "127.0.1.1\n"
+    );
+
+    // Network: only a loopback, and it is up.
+    let dev = d
+        .sh("iso-self", "tail -n +3 /proc/net/dev | cut -d: -f1")
+        .await;
+    assert_eq!(dev.split_whitespace().collect::<Vec<_>>(), ["lo"], "{dev}");
+    let lo = d
+        .sh(
+            "iso-self",
+            "cat /sys/class/net/lo/operstate /sys/class/net/lo/flags",
+        )
+        .await;
+    assert!(lo.contains("0x9"), "lo is not up: {lo}");
+
+    // Files: the host's data dir is not there; the root is the sprite's own.
+    let host_db = d.data_dir.join("wisp.db");
+    assert!(host_db.exists());
+    let e = d
+        .exec("iso-self", &["test", "-e", host_db.to_str().unwrap()])
+        .await;
+    assert_eq!(
+        e.code,
+        Some(1),
+        "the host's data dir is visible in the sprite"
+    );
+    assert_eq!(
+        d.sh("iso-self", "cat /etc/os-release | grep ^ID=").await,
+        "ID=debian\n"
+    );
+    // /.sprite is there, read-only.
+    let e = d.exec("iso-self", &["sudo", "touch", "/.sprite/x"]).await;
+    assert_ne!(e.code, Some(0), "{e:?}");
+    assert!(e.stderr_str().contains("Read-only"), "{e:?}");
+
+    // Its own cgroup namespace: the sprite's cgroup is its root.
+    let cg = d.sh("iso-self", "cat /proc/self/cgroup").await;
+    for line in cg.lines() {
+        assert!(line.ends_with(":/"), "{cg}");
+    }
+    assert!(!cg.contains(id), "{cg}");
+
+    d.delete("iso-self").await;
+}
+
+/// Which file under which of the sprite's cgroup dirs holds a limit on this host.
+struct Limits {
+    memory: PathBuf,
+    pids: PathBuf,
+    cpu: Vec<(PathBuf, String)>,
+}
+
+fn limit_files(id: &str, cpus_millis: u64) -> Limits {
+    let layout = Layout::detect().unwrap();
+    if layout.v2_controllers {
+        let dir = layout.v2.unwrap().join("wisp").join(id);
+        Limits {
+            memory: dir.join("memory.max"),
+            pids: dir.join("pids.max"),
+            cpu: vec![(dir.join("cpu.max"), format!("{} 100000", cpus_millis * 100))],
+        }
+    } else {
+        let dir = |controller: &str| {
+            let (_, mount) = layout
+                .v1
+                .iter()
+                .find(|(c, _)| c == controller)
+                .unwrap_or_else(|| panic!("no v1 {controller} hierarchy: {layout:?}"));
+            mount.join("wisp").join(id)
+        };
+        Limits {
+            memory: dir("memory").join("memory.limit_in_bytes"),
+            pids: dir("pids").join("pids.max"),
+            cpu: vec![
+                (dir("cpu").join("cpu.cfs_period_us"), "100000".into()),
+                (
+                    dir("cpu").join("cpu.cfs_quota_us"),
+                    (cpus_millis * 100).to_string(),
+                ),
+            ],
+        }
+    }
+}
+
+fn read_trim(p: &Path) -> String {
+    fs::read_to_string(p)
+        .unwrap_or_else(|e| panic!("{}: {e}", p.display()))
+        .trim()
+        .to_string()
+}
+
+/// The host pid of the process that is `inner` in the pid namespace of `init_host_pid`.
+fn host_pid_of(init_host_pid: i32, inner: i32) -> Option<i32> {
+    let ns = common::ns_inode(init_host_pid, "pid")?;
+    common::host_pids().into_iter().find(|&p| {
+        common::ns_inode(p, "pid") == Some(ns)
+            && fs::read_to_string(format!("/proc/{p}/status"))
+                .ok()
+                .and_then(|s| {
+                    s.lines()
+                        .find(|l| l.starts_with("NSpid:"))
+                        .map(|l| l.split_whitespace().last() == Some(&inner.to_string()))
+                })
+                .unwrap_or(false)
+    })
+}
+
+#[tokio::test]
+async fn cgroup_limits_are_applied() {
+    let d = TestDaemon::start_real_args(&[
+        "--default-memory-mb",
+        "321",
+        "--default-cpus",
+        "0.5",
+        "--default-pids",
+        "77",
+    ]);
+    let s = d.create("iso-limits").await;
+    let id = s["id"].as_str().unwrap();
+
+    // The limits as wispd was told, read on the host.
+    let f = limit_files(id, 500);
+    assert_eq!(read_trim(&f.memory), (321u64 << 20).to_string());
+    assert_eq!(read_trim(&f.pids), "77");
+    for (file, want) in &f.cpu {
+        assert_eq!(&read_trim(file), want, "{}", file.display());
+    }
+
+    // Every process of the sprite is in its cgroups, in every hierarchy.
+    let keeper = common::keeper_pid(id).expect("keeper process");
+    let init = common::init_pid(keeper).expect("init process");
+    let (mut ws, info) =
+        connect_session(&d, &exec_path("iso-limits", &["sleep", "300"], &[])).await;
+    let inner: i32 = info["session_id"].as_str().unwrap().parse().unwrap();
+    let host = host_pid_of(init, inner).expect("the sleep on the host");
+    // (Between fork and exec it still looks like its parent, the init.)
+    let deadline = Instant::now() + Duration::from_secs(5);
+    while common::cmdline(host) != "sleep 300 " {
+        assert!(Instant::now() < deadline, "{}", common::cmdline(host));
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+    let want = format!("/wisp/{id}");
+    for pid in [init, host] {
+        let cg = fs::read_to_string(format!("/proc/{pid}/cgroup")).unwrap();
+        for line in cg.lines() {
+            let mut parts = line.splitn(3, ':');
+            let (_, controllers, path) =
+                (parts.next(), parts.next().unwrap(), parts.next().unwrap());
+            let limited = controllers.is_empty()
+                || controllers
+                    .split(',')
+                    .any(|c| ["memory", "pids", "cpu", "freezer"].contains(&c));
+            if limited {
+                assert_eq!(path, want, "pid {pid}: {cg}");
+            }
+        }
+    }
+    ws.send(Message::Text(
+        json!({"type": "signal", "signal": "KILL"})
+            .to_string()
+            .into(),
+    ))
+    .await
+    .unwrap();
+    Exec::from(common::collect(&mut ws).await).assert_ended_with(137);
+
+    // The memory limit holds: touching more than it allows gets the command OOM-killed.
+    let e = d
+        .exec(
+            "iso-limits",
+            &["python3", "-c", "b = b'x' * (400 << 20); print(len(b))"],
+        )
+        .await;
+    assert_eq!(e.code, Some(137), "{e:?}");
+    assert_eq!(e.stdout, b"");
+    // Below the limit is fine, and the sprite lives on.
+    let e = d
+        .exec(
+            "iso-limits",
+            &["python3", "-c", "b = b'x' * (100 << 20); print(len(b))"],
+        )
+        .await;
+    assert_eq!(e.stdout_str(), format!("{}\n", 100 << 20), "{e:?}");
+
+    d.delete("iso-limits").await;
+}
+
+#[tokio::test]
+async fn pids_limit_stops_a_fork_bomb() {
+    let d = TestDaemon::start_real_args(&["--default-pids", "64"]);
+    let s = d.create("iso-bomb").await;
+    let id = s["id"].as_str().unwrap();
+    let f = limit_files(id, 2000);
+    assert_eq!(read_trim(&f.pids), "64");
+
+    // A bomb that dies of its first failed fork and leaves its children behind.
+    let e = d
+        .exec(
+            "iso-bomb",
+            &[
+                "sh",
+                "-c",
+                "trap 'kill 0' EXIT; for i in $(seq 200); do sleep 30 & echo $i; done; wait",
+            ],
+        )
+        .await;
+    assert_ne!(e.code, Some(0), "{e:?}");
+    assert!(e.stderr_str().contains("fork"), "{e:?}");
+    let started: usize = e
+        .stdout_str()
+        .lines()
+        .last()
+        .and_then(|l| l.parse().ok())
+        .unwrap_or(0);
+    assert!((50..64).contains(&started), "{started} sleeps started");
+    // The kernel refused forks in the sprite's pids cgroup.
+    if let Some(events) = f.pids.parent().map(|p| p.join("pids.events")) {
+        let text = read_trim(&events);
+        let refused: u64 = text
+            .strip_prefix("max ")
+            .and_then(|n| n.parse().ok())
+            .unwrap_or(0);
+        assert!(refused > 0, "{text}");
+    }
+
+    // One that holds every pid: init, the shell, its sleep and 61 background sleeps.
+    let (mut bomb, _) = connect_session(
+        &d,
+        &exec_path(
+            "iso-bomb",
+            &[
+                "sh",
+                "-c",
+                "(for i in $(seq 200); do sleep 60 & done); echo full; sleep 60",
+            ],
+            &[],
+        ),
+    )
+    .await;
+    let mut out = Vec::new();
+    read_until(&mut bomb, &mut out, b"full").await;
+    // A new command cannot start: a JSON error, not a hang.
+    let res = d
+        .client()
+        .post(d.url(&exec_path("iso-bomb", &["true"], &[])))
+        .header("authorization", d.bearer())
+        .send()
+        .await
+        .unwrap();
+    assert!(!res.status().is_success(), "{}", res.status());
+    let body: serde_json::Value = res.json().await.unwrap();
+    assert!(body["error"].as_str().unwrap().contains("fork"), "{body}");
+    // Killing the bomb's process group frees the pids.
+    bomb.send(Message::Text(
+        json!({"type": "signal", "signal": "TERM"})
+            .to_string()
+            .into(),
+    ))
+    .await
+    .unwrap();
+    Exec::from(common::collect(&mut bomb).await).assert_ended_with(143);
+
+    // The sprite answers again (its init reaps the orphans within moments).
+    let deadline = Instant::now() + Duration::from_secs(10);
+    loop {
+        let ps = d
+            .try_exec("iso-bomb", &["ps", "-e", "-o", "comm="], &[])
+            .await;
+        if matches!(&ps, Ok(e) if e.code == Some(0) && !e.stdout_str().contains("sleep")) {
+            break;
+        }
+        assert!(Instant::now() < deadline, "sleeps still there: {ps:?}");
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    assert_eq!(
+        d.exec("iso-bomb", &["echo", "alive"]).await.stdout,
+        b"alive\n"
+    );
+    d.delete("iso-bomb").await;
+}

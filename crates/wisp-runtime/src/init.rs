@@ -397,6 +397,26 @@ fn reap(chan: &OwnedFd, ours: &mut HashSet<i32>) {
     }
 }
 
+/// The capabilities root inside a sprite keeps: the common container default set (what
+/// Docker and Podman grant) minus CAP_MKNOD, since a sprite has no device cgroup rules. No
+/// CAP_SYS_ADMIN (mount), CAP_SYS_MODULE, CAP_SYS_TIME, CAP_SYS_BOOT, CAP_SYS_PTRACE,
+/// CAP_SYS_RAWIO, CAP_NET_ADMIN or CAP_BPF.
+const KEPT_CAPABILITIES: &[u32] = &[
+    0,  // CAP_CHOWN
+    1,  // CAP_DAC_OVERRIDE
+    3,  // CAP_FOWNER
+    4,  // CAP_FSETID
+    5,  // CAP_KILL
+    6,  // CAP_SETGID
+    7,  // CAP_SETUID
+    8,  // CAP_SETPCAP
+    10, // CAP_NET_BIND_SERVICE
+    13, // CAP_NET_RAW
+    18, // CAP_SYS_CHROOT
+    29, // CAP_AUDIT_WRITE
+    31, // CAP_SETFCAP
+];
+
 /// Why init could not start a command.
 pub(crate) struct SpawnError {
     pub code: &'static str,
@@ -550,6 +570,10 @@ fn exec_child(
     }
     drop(io);
     wisp_sys::fd::close_all_from(3, &[]);
+    if wisp_sys::process::restrict_bounding_set(KEPT_CAPABILITIES).is_err() {
+        let _ = writeln!(std::io::stderr(), "wisp: cannot restrict capabilities");
+        return 126;
+    }
     let groups: Vec<Gid> = user.groups.iter().map(|g| Gid::from_raw(*g)).collect();
     if setgroups(&groups).is_err()
         || setgid(Gid::from_raw(user.gid)).is_err()

@@ -55,3 +55,28 @@ pub fn exit_now(code: i32) -> ! {
     // SAFETY: _exit has no preconditions; it never returns.
     unsafe { libc::_exit(code) }
 }
+
+/// Removes every capability not in `keep` from the calling thread's bounding set, so neither
+/// this process nor anything it execs (setuid-root programs such as sudo included) can ever
+/// hold them. Capability numbers are the kernel's (`linux/capability.h`).
+pub fn restrict_bounding_set(keep: &[u32]) -> nix::Result<()> {
+    let last: u32 = std::fs::read_to_string("/proc/sys/kernel/cap_last_cap")
+        .ok()
+        .and_then(|s| s.trim().parse().ok())
+        .unwrap_or(40);
+    for cap in 0..=last {
+        if keep.contains(&cap) {
+            continue;
+        }
+        // SAFETY: PR_CAPBSET_DROP takes an integer capability number and touches no memory.
+        let r = unsafe { libc::prctl(libc::PR_CAPBSET_DROP, cap as libc::c_ulong, 0, 0, 0) };
+        if r != 0 {
+            let e = nix::errno::Errno::last();
+            // EINVAL: a capability this kernel does not know; nothing to drop.
+            if e != nix::errno::Errno::EINVAL {
+                return Err(e);
+            }
+        }
+    }
+    Ok(())
+}

@@ -338,3 +338,36 @@ async fn pids_limit_stops_a_fork_bomb() {
     );
     d.delete("iso-bomb").await;
 }
+
+#[tokio::test]
+async fn root_in_a_sprite_has_only_the_container_capabilities() {
+    let d = TestDaemon::start_real();
+    d.create("iso-caps").await;
+    // The bounding set is the container default minus MKNOD: 0xa00425fb.
+    let bnd = d.sh("iso-caps", "sudo grep CapBnd /proc/self/status").await;
+    assert_eq!(bnd, "CapBnd:\t00000000a00425fb\n");
+    // sudo still works, and root still owns the sprite's files.
+    assert_eq!(d.sh("iso-caps", "sudo id -u").await, "0\n");
+    assert_eq!(
+        d.sh("iso-caps", "sudo touch /root/x && sudo stat -c %U /root/x")
+            .await,
+        "root\n"
+    );
+    // What would reach the host stays out of reach.
+    for (what, cmd) in [
+        ("mount", "sudo mount -t tmpfs none /mnt"),
+        ("mknod", "sudo mknod /tmp/blk b 8 0"),
+        ("hostname", "sudo hostname other-name"),
+        ("clock", "sudo date -s '2001-01-01'"),
+        ("sysrq", "echo b | sudo tee /proc/sysrq-trigger"),
+        ("module", "sudo sh -c 'echo > /proc/sys/kernel/modprobe'"),
+    ] {
+        let e = d.exec("iso-caps", &["sh", "-c", cmd]).await;
+        assert_ne!(e.code, Some(0), "{what} succeeded: {e:?}");
+    }
+    assert_eq!(
+        d.exec("iso-caps", &["hostname"]).await.stdout,
+        b"iso-caps\n"
+    );
+    d.delete("iso-caps").await;
+}

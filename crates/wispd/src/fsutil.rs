@@ -9,6 +9,17 @@ use std::path::Path;
 /// a temporary file in the same directory, created with `mode` (never wider, not even for a
 /// moment), synced, then renamed over `path`.
 pub fn write_atomic(path: &Path, contents: &[u8], mode: u32) -> io::Result<()> {
+    replace_file(path, contents, mode, true)
+}
+
+/// Like [`write_atomic`] without the syncs: for files that are rewritten before every use
+/// (a keeper's config), where a lost write after a power cut costs nothing but each sync
+/// costs milliseconds on the hot path of create and wake.
+pub fn write_replace(path: &Path, contents: &[u8], mode: u32) -> io::Result<()> {
+    replace_file(path, contents, mode, false)
+}
+
+fn replace_file(path: &Path, contents: &[u8], mode: u32, durable: bool) -> io::Result<()> {
     let dir = path.parent().unwrap_or(Path::new("."));
     let name = path
         .file_name()
@@ -22,10 +33,15 @@ pub fn write_atomic(path: &Path, contents: &[u8], mode: u32) -> io::Result<()> {
             .mode(mode)
             .open(&tmp)?;
         f.write_all(contents)?;
-        f.sync_all()?;
+        if durable {
+            f.sync_all()?;
+        }
         fs::rename(&tmp, path)?;
-        // Make the rename itself durable.
-        fs::File::open(dir)?.sync_all()
+        if durable {
+            // Make the rename itself durable.
+            fs::File::open(dir)?.sync_all()?;
+        }
+        Ok(())
     })();
     if result.is_err() {
         let _ = fs::remove_file(&tmp);

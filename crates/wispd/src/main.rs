@@ -29,6 +29,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use anyhow::{bail, Context};
+use axum::serve::ListenerExt;
 use clap::Parser;
 use nix::fcntl::{Flock, FlockArg};
 use tokio::signal::unix::{signal, SignalKind};
@@ -155,6 +156,13 @@ async fn run(settings: Settings) -> anyhow::Result<()> {
         url_base: url_base.into(),
     });
     let (stop_tx, mut stop_rx) = tokio::sync::watch::channel(false);
+    // Exec traffic is many small frames: Nagle plus delayed ACKs would add ~40 ms to each
+    // round trip.
+    let listener = listener.tap_io(|tcp| {
+        if let Err(e) = tcp.set_nodelay(true) {
+            tracing::debug!("TCP_NODELAY: {e}");
+        }
+    });
     let server = axum::serve(listener, app).with_graceful_shutdown(async move {
         let _ = stop_rx.changed().await;
     });

@@ -13,7 +13,7 @@ use super::keeper_client::KeeperConn;
 use super::keeper_process::start_keeper;
 use super::paths::{SpritePaths, MAX_SOCKET_PATH};
 use super::{ExecStream, Runtime, RuntimeError, SpriteRef};
-use crate::fsutil::{remove_dir_all_if_exists, remove_file_if_exists, write_atomic};
+use crate::fsutil::{remove_dir_all_if_exists, remove_file_if_exists, write_replace};
 use crate::reaper::KnownChildren;
 
 const PING_TIMEOUT: Duration = Duration::from_secs(1);
@@ -200,7 +200,7 @@ impl Runtime for NamespaceRuntime {
         };
         let json = serde_json::to_vec_pretty(&config)
             .map_err(|e| RuntimeError::KeeperStart(format!("encoding config: {e}")))?;
-        write_atomic(&p.config, &json, 0o600)
+        write_replace(&p.config, &json, 0o600)
             .map_err(|e| RuntimeError::io(format!("writing {}", p.config.display()), e))?;
         start_keeper(&self.cfg.keeper_bin, &p.config, &p.log, &self.known).await?;
         Ok(())

@@ -122,6 +122,10 @@ async fn run(settings: Settings) -> anyhow::Result<()> {
     ));
     let manager = manager::SpriteManager::new(store.clone(), runtime);
 
+    // Finish what a crash interrupted before serving: otherwise a new create (journal state
+    // `creating`) could be taken for an interrupted one and rolled back under the client.
+    manager.reconcile().await;
+
     let addr_path = data_dir.join(ADDR_FILE);
     fsutil::remove_file_if_exists(&addr_path)?;
     let listener = tokio::net::TcpListener::bind(&settings.listen)
@@ -133,8 +137,6 @@ async fn run(settings: Settings) -> anyhow::Result<()> {
     tracing::info!("listening on {addr}");
 
     tokio::spawn(reaper::run(known));
-    let reconciler = manager.clone();
-    tokio::spawn(async move { reconciler.reconcile().await });
     if settings.rootfs.is_none() {
         // Build the base image now, so the first create does not wait for it.
         let image_dir = settings.image_dir.clone();

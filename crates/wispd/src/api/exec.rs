@@ -72,12 +72,7 @@ pub async fn start_session(
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    fn pairs(q: &[(&str, &str)]) -> Vec<(String, String)> {
-        q.iter()
-            .map(|(k, v)| (k.to_string(), v.to_string()))
-            .collect()
-    }
+    use crate::api::extract::test_pairs as pairs;
 
     #[test]
     fn no_command_message() {

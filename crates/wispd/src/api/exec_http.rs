@@ -117,12 +117,7 @@ async fn pump_stdin(body: Body, mut input: Box<dyn ExecInput>) -> Box<dyn ExecIn
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    fn pairs(q: &[(&str, &str)]) -> Vec<(String, String)> {
-        q.iter()
-            .map(|(k, v)| (k.to_string(), v.to_string()))
-            .collect()
-    }
+    use crate::api::extract::test_pairs as pairs;
 
     #[test]
     fn ws_only_parameters() {

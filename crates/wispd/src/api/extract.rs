@@ -121,3 +121,11 @@ mod tests {
         assert!(query_pairs(None).is_empty());
     }
 }
+
+/// Query pairs as the extractor yields them, for handler tests.
+#[cfg(test)]
+pub(crate) fn test_pairs(q: &[(&str, &str)]) -> Vec<(String, String)> {
+    q.iter()
+        .map(|(k, v)| (k.to_string(), v.to_string()))
+        .collect()
+}

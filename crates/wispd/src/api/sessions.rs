@@ -277,12 +277,7 @@ impl KillJob {
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    fn pairs(q: &[(&str, &str)]) -> Vec<(String, String)> {
-        q.iter()
-            .map(|(k, v)| (k.to_string(), v.to_string()))
-            .collect()
-    }
+    use crate::api::extract::test_pairs as pairs;
 
     #[test]
     fn kill_params() {

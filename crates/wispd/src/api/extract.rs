@@ -78,6 +78,14 @@ pub fn query_pairs(raw: Option<&str>) -> Vec<(String, String)> {
     .unwrap_or_default()
 }
 
+/// Query pairs as the extractor yields them, for handler tests.
+#[cfg(test)]
+pub(crate) fn test_pairs(q: &[(&str, &str)]) -> Vec<(String, String)> {
+    q.iter()
+        .map(|(k, v)| (k.to_string(), v.to_string()))
+        .collect()
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -120,12 +128,4 @@ mod tests {
         assert_eq!(q[2], ("env".to_string(), "A=1".to_string()));
         assert!(query_pairs(None).is_empty());
     }
-}
-
-/// Query pairs as the extractor yields them, for handler tests.
-#[cfg(test)]
-pub(crate) fn test_pairs(q: &[(&str, &str)]) -> Vec<(String, String)> {
-    q.iter()
-        .map(|(k, v)| (k.to_string(), v.to_string()))
-        .collect()
 }

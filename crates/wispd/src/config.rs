@@ -217,10 +217,14 @@ impl Settings {
 mod tests {
     use super::*;
 
+    /// Parses flags only: the `WISP_*` variables of whoever runs the tests (scripts/test-all
+    /// sets some) must not leak into the defaults under test.
     fn args(extra: &[&str]) -> Args {
+        use clap::{CommandFactory, FromArgMatches};
         let mut v = vec!["wispd"];
         v.extend_from_slice(extra);
-        Args::try_parse_from(v).unwrap()
+        let cmd = Args::command().mut_args(|a| a.env(None));
+        Args::from_arg_matches(&cmd.try_get_matches_from(v).unwrap()).unwrap()
     }
 
     #[test]

@@ -35,7 +35,10 @@ fn start_keeper(id: &str, limits: Limits) -> Keeper {
     assert!(nix::unistd::geteuid().is_root(), "run as root");
     let rootfs = common::image_dir().join("debian-bookworm/rootfs");
     assert!(rootfs.is_dir(), "no base image at {}", rootfs.display());
-    let dir = tempfile::Builder::new().prefix("wisp-v2-").tempdir().unwrap();
+    let dir = tempfile::Builder::new()
+        .prefix("wisp-v2-")
+        .tempdir()
+        .unwrap();
     for d in ["upper", "work", "root", "sprite-dir"] {
         std::fs::create_dir_all(dir.path().join(d)).unwrap();
     }

@@ -15,6 +15,10 @@ pub const STREAM_STDERR: u8 = 2;
 pub const STREAM_EXIT: u8 = 3;
 pub const STREAM_STDIN_EOF: u8 = 4;
 
+/// Most bytes of argv plus environment one command may carry (the kernel allows more, but
+/// these travel in single frames between wispd, the keeper and the sprite's init).
+pub const MAX_ARGS_BYTES: usize = 128 * 1024;
+
 /// Default working directory of a command.
 pub const DEFAULT_DIR: &str = "/home/sprite";
 /// How long a non-TTY command outlives its client by default.
@@ -227,6 +231,23 @@ impl ExecParams {
                 "contains a NUL byte".into(),
             ));
         }
+        if env.iter().any(|(_, v)| v.contains('\0')) {
+            return Err(ExecParamsError::Invalid(
+                "env",
+                "contains a NUL byte".into(),
+            ));
+        }
+        let size: usize = cmd.iter().map(|c| c.len() + 1).sum::<usize>()
+            + env
+                .iter()
+                .map(|(k, v)| k.len() + v.len() + 2)
+                .sum::<usize>();
+        if size > MAX_ARGS_BYTES {
+            return Err(ExecParamsError::Invalid(
+                "cmd",
+                format!("command and environment are {size} bytes; the limit is {MAX_ARGS_BYTES}"),
+            ));
+        }
         let path = path.or_else(|| cmd.first().cloned()).unwrap_or_default();
         if cmd.is_empty() && !path.is_empty() {
             cmd.push(path.clone());
@@ -318,6 +339,19 @@ mod tests {
         assert!(matches!(
             parse(&[("cmd", "x"), ("dir", "tmp")]),
             Err(ExecParamsError::RelativeDir(_))
+        ));
+    }
+
+    #[test]
+    fn nul_and_size_limits() {
+        assert!(matches!(
+            parse(&[("cmd", "x"), ("env", "A=b\0c")]),
+            Err(ExecParamsError::Invalid("env", _))
+        ));
+        let big = "a".repeat(MAX_ARGS_BYTES);
+        assert!(matches!(
+            parse(&[("cmd", "echo"), ("cmd", &big)]),
+            Err(ExecParamsError::Invalid("cmd", _))
         ));
     }
 

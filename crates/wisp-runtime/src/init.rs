@@ -19,6 +19,7 @@ use nix::fcntl::{open, OFlag};
 use nix::mount::{mount, umount2, MntFlags, MsFlags};
 use nix::poll::{poll, PollFd, PollFlags, PollTimeout};
 use nix::sched::{unshare, CloneFlags};
+use nix::sys::resource::{getrlimit, setrlimit, Resource};
 use nix::sys::signal::{kill, sigprocmask, SigSet, SigmaskHow, Signal};
 use nix::sys::signalfd::{SfdFlags, SignalFd};
 use nix::sys::stat::Mode;
@@ -243,6 +244,7 @@ fn setup(cfg: &KeeperConfig) -> Result<(), String> {
         nosuid | MsFlags::MS_RDONLY,
         None,
     )?;
+    protect_kernel_files(root)?;
 
     let dev = root.join("dev");
     ensure_dir(&dev, 0o755)?;
@@ -299,6 +301,51 @@ fn setup(cfg: &KeeperConfig) -> Result<(), String> {
     ctx("sethostname", nix::unistd::sethostname(&cfg.hostname))?;
     write_hosts(&cfg.hostname);
     ctx("bring up lo", wisp_sys::net::loopback_up())?;
+    Ok(())
+}
+
+/// Read-only and masked paths of /proc and /sys, as the OCI runtime defaults have them.
+/// Without a user namespace, root in a sprite is uid 0 to the kernel, and /proc/sys files
+/// check no capability: a writable `kernel/core_pattern` would run a program as host root.
+/// Commands lack CAP_SYS_ADMIN, so they cannot unmount any of this.
+fn protect_kernel_files(root: &Path) -> Result<(), String> {
+    for ro in [
+        "proc/sys",
+        "proc/sysrq-trigger",
+        "proc/irq",
+        "proc/bus",
+        "proc/fs",
+    ] {
+        let p = root.join(ro);
+        if p.exists() {
+            bind(&p, &p, true)?;
+        }
+    }
+    for masked in [
+        "proc/kcore",
+        "proc/keys",
+        "proc/timer_list",
+        "proc/latency_stats",
+        "proc/sched_debug",
+        "proc/timer_stats",
+    ] {
+        let p = root.join(masked);
+        if p.exists() {
+            bind(Path::new("/dev/null"), &p, false)?;
+        }
+    }
+    for masked_dir in ["proc/acpi", "proc/scsi", "sys/firmware"] {
+        let p = root.join(masked_dir);
+        if p.is_dir() {
+            mount_fs(
+                "tmpfs",
+                &p,
+                "tmpfs",
+                MsFlags::MS_RDONLY | MsFlags::MS_NOSUID | MsFlags::MS_NODEV | MsFlags::MS_NOEXEC,
+                Some("size=0"),
+            )?;
+        }
+    }
     Ok(())
 }
 
@@ -416,6 +463,9 @@ const KEPT_CAPABILITIES: &[u32] = &[
     29, // CAP_AUDIT_WRITE
     31, // CAP_SETFCAP
 ];
+
+/// Hard limit of open files per process in a sprite (soft limit 1024, as on Debian).
+const MAX_OPEN_FILES: u64 = 65536;
 
 /// Why init could not start a command.
 pub(crate) struct SpawnError {
@@ -570,6 +620,11 @@ fn exec_child(
     }
     drop(io);
     wisp_sys::fd::close_all_from(3, &[]);
+    // The host's (or wispd's unit's) open-file limit may be huge; a sprite gets the usual one.
+    if let Ok((_, hard)) = getrlimit(Resource::RLIMIT_NOFILE) {
+        let hard = hard.min(MAX_OPEN_FILES);
+        let _ = setrlimit(Resource::RLIMIT_NOFILE, hard.min(1024), hard);
+    }
     if wisp_sys::process::restrict_bounding_set(KEPT_CAPABILITIES).is_err() {
         let _ = writeln!(std::io::stderr(), "wisp: cannot restrict capabilities");
         return 126;

@@ -17,6 +17,7 @@ use std::sync::mpsc::{channel, Sender};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
+use nix::fcntl::{Flock, FlockArg};
 use nix::poll::{poll, PollFd, PollFlags, PollTimeout};
 use nix::sched::CloneFlags;
 use nix::sys::socket::{socketpair, AddressFamily, SockFlag, SockType};
@@ -35,18 +36,28 @@ macro_rules! log {
     }};
 }
 
+#[derive(Default)]
+struct Tables {
+    sessions: HashMap<i32, Arc<Session>>,
+    early_exits: HashMap<i32, i32>,
+    /// Processes init forked whose session could not be set up (killed; exit ignored).
+    abandoned: std::collections::HashSet<i32>,
+}
+
 /// Result of a spawn as init reports it.
 type SpawnResult = Result<(i32, bool, Vec<OwnedFd>), Reply>;
 
 struct Keeper {
+    _lock: Flock<File>,
     cfg: KeeperConfig,
     init_pid: i32,
     cgroup: SpriteCgroup,
     chan: OwnedFd,
     next_req: AtomicU64,
     pending: Mutex<HashMap<u64, Sender<SpawnResult>>>,
-    sessions: Mutex<HashMap<i32, Arc<Session>>>,
-    early_exits: Mutex<HashMap<i32, i32>>,
+    /// Sessions and exits that arrived before their session was registered, under one lock
+    /// so that an exit is never lost between the two.
+    tables: Mutex<Tables>,
     exiting: Mutex<bool>,
 }
 
@@ -92,10 +103,10 @@ fn fail(msg: &str) -> ! {
 fn start(cfg: KeeperConfig) -> Result<Arc<Keeper>, String> {
     // Own session: wispd's terminal, process group and death do not reach us.
     let _ = nix::unistd::setsid();
-    // Two keepers for one sprite would share its cgroups and steal each other's socket.
-    if UnixStream::connect(&cfg.socket).is_ok() {
-        return Err(format!("a keeper already runs sprite {}", cfg.sprite_id));
-    }
+    // Two keepers for one sprite would mount one upper dir twice and steal each other's
+    // socket: a keeper holds this lock for its whole life, and only its holder may replace
+    // the socket.
+    let lock = lock_sprite(&cfg)?;
     fs::create_dir_all(&cfg.root_mount)
         .map_err(|e| format!("creating {}: {e}", cfg.root_mount.display()))?;
     let cgroup = SpriteCgroup::create(&cfg.cgroup_parent, &cfg.sprite_id, &cfg.limits)
@@ -143,16 +154,36 @@ fn start(cfg: KeeperConfig) -> Result<Arc<Keeper>, String> {
         Err(e) => return Err(cleanup(e)),
     }
     Ok(Arc::new(Keeper {
+        _lock: lock,
         cfg,
         init_pid: pid.as_raw(),
         cgroup,
         chan,
         next_req: AtomicU64::new(1),
         pending: Mutex::new(HashMap::new()),
-        sessions: Mutex::new(HashMap::new()),
-        early_exits: Mutex::new(HashMap::new()),
+        tables: Mutex::new(Tables::default()),
         exiting: Mutex::new(false),
     }))
+}
+
+/// The lock file next to the socket (`<id>.lock`), held exclusively.
+pub fn lock_path(cfg: &KeeperConfig) -> std::path::PathBuf {
+    cfg.socket.with_extension("lock")
+}
+
+fn lock_sprite(cfg: &KeeperConfig) -> Result<Flock<File>, String> {
+    let path = lock_path(cfg);
+    if let Some(dir) = path.parent() {
+        fs::create_dir_all(dir).map_err(|e| format!("creating {}: {e}", dir.display()))?;
+    }
+    let f = File::options()
+        .create(true)
+        .truncate(false)
+        .write(true)
+        .open(&path)
+        .map_err(|e| format!("opening {}: {e}", path.display()))?;
+    Flock::lock(f, FlockArg::LockExclusiveNonblock)
+        .map_err(|_| format!("a keeper already runs sprite {}", cfg.sprite_id))
 }
 
 fn recv_init(chan: &OwnedFd) -> Option<(FromInit, Vec<OwnedFd>)> {
@@ -234,8 +265,11 @@ impl Keeper {
                     pid,
                     has_stdin,
                 } => {
-                    if let Some(tx) = lock(&self.pending).remove(&req) {
-                        let _ = tx.send(Ok((pid, has_stdin, fds)));
+                    let tx = lock(&self.pending).remove(&req);
+                    let delivered = tx.is_some_and(|tx| tx.send(Ok((pid, has_stdin, fds))).is_ok());
+                    if !delivered {
+                        // Its requester gave up waiting: nobody will ever read this process.
+                        self.abandon(pid);
                     }
                 }
                 FromInit::SpawnFailed { req, code, message } => {
@@ -244,12 +278,16 @@ impl Keeper {
                     }
                 }
                 FromInit::Exited { pid, code } => {
-                    let s = lock(&self.sessions).get(&pid).cloned();
-                    match s {
-                        Some(s) => s.set_exit(code),
-                        None => {
-                            lock(&self.early_exits).insert(pid, code);
+                    let session = {
+                        let mut t = lock(&self.tables);
+                        let s = t.sessions.get(&pid).cloned();
+                        if s.is_none() && !t.abandoned.remove(&pid) {
+                            t.early_exits.insert(pid, code);
                         }
+                        s
+                    };
+                    if let Some(s) = session {
+                        s.set_exit(code);
                     }
                 }
                 FromInit::Ready | FromInit::Failed { .. } => {}
@@ -329,8 +367,10 @@ impl Keeper {
                 },
             ),
             Request::ListSessions => {
-                let mut sessions: Vec<_> =
-                    lock(&self.sessions).values().map(|s| s.info()).collect();
+                // Copy first: info() waits for each session's state, which a slow client may
+                // hold; the table lock must never wait behind it.
+                let all: Vec<_> = lock(&self.tables).sessions.values().cloned().collect();
+                let mut sessions: Vec<_> = all.iter().map(|s| s.info()).collect();
                 sessions.sort_by_key(|s| s.created);
                 reply(&mut conn, &Reply::Sessions { sessions });
             }
@@ -360,7 +400,13 @@ impl Keeper {
                     std::thread::spawn(move || {
                         let pid = pump_session.pid;
                         pump_session.pump(outputs, &|p| k.signal(p, libc::SIGKILL));
-                        lock(&k.sessions).remove(&pid);
+                        let mut t = lock(&k.tables);
+                        if t.sessions
+                            .get(&pid)
+                            .is_some_and(|s| Arc::ptr_eq(s, &pump_session))
+                        {
+                            t.sessions.remove(&pid);
+                        }
                     });
                     self.stream(&session, &client, conn);
                 }
@@ -393,7 +439,7 @@ impl Keeper {
 
     fn find(&self, id: &str) -> Option<Arc<Session>> {
         let pid: i32 = id.parse().ok()?;
-        lock(&self.sessions).get(&pid).cloned()
+        lock(&self.tables).sessions.get(&pid).cloned()
     }
 
     fn spawn(&self, spec: &SpawnSpec) -> Result<(Arc<Session>, Outputs), Reply> {
@@ -413,6 +459,31 @@ impl Keeper {
         let (pid, has_stdin, fds) = rx
             .recv_timeout(Duration::from_secs(30))
             .map_err(|_| "the sprite's init did not answer".to_string())??;
+        self.register(spec, pid, has_stdin, fds)
+            .inspect_err(|_| self.abandon(pid))
+    }
+
+    /// Kills a process init started for a session that could not be set up, and makes sure
+    /// its exit code is not taken for that of a later process with the same pid.
+    fn abandon(&self, pid: i32) {
+        {
+            let mut t = lock(&self.tables);
+            if t.early_exits.remove(&pid).is_some() {
+                return; // already gone
+            }
+            t.abandoned.insert(pid);
+        }
+        self.signal(pid, libc::SIGKILL);
+    }
+
+    /// Wraps what init handed over for `pid` into a registered session.
+    fn register(
+        &self,
+        spec: &SpawnSpec,
+        pid: i32,
+        has_stdin: bool,
+        fds: Vec<OwnedFd>,
+    ) -> Result<(Arc<Session>, Outputs), Reply> {
         let mut fds = fds.into_iter();
         let bad = || "init sent the wrong descriptors".to_string();
         let grace = spec.max_run_after_disconnect_ms.map(Duration::from_millis);
@@ -456,8 +527,12 @@ impl Keeper {
             .map_err(|e| e.to_string())?;
             (s, wake_r, (stdout, Some(stderr)))
         };
-        lock(&self.sessions).insert(pid, session.clone());
-        if let Some(code) = lock(&self.early_exits).remove(&pid) {
+        let early = {
+            let mut t = lock(&self.tables);
+            t.sessions.insert(pid, session.clone());
+            t.early_exits.remove(&pid)
+        };
+        if let Some(code) = early {
             session.set_exit(code);
         }
         let outputs = Outputs {

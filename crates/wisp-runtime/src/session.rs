@@ -39,7 +39,6 @@ struct State {
     scrollback: VecDeque<(Kind, Vec<u8>)>,
     scrollback_bytes: usize,
     clients: Vec<ClientConn>,
-    exit: Option<i32>,
     finished: bool,
     rows: u16,
     cols: u16,
@@ -59,6 +58,8 @@ pub(crate) struct Session {
     stdin: Option<Arc<StdinQueue>>,
     master: Option<File>,
     state: Mutex<State>,
+    /// Kept apart from `state` so that reporting an exit never waits for a client write.
+    exit: Mutex<Option<i32>>,
     wake_w: File,
 }
 
@@ -97,7 +98,6 @@ impl Session {
                 scrollback: VecDeque::new(),
                 scrollback_bytes: 0,
                 clients: Vec::new(),
-                exit: None,
                 finished: false,
                 rows,
                 cols,
@@ -106,6 +106,7 @@ impl Session {
                 detached_since: None,
                 killed_for_grace: false,
             }),
+            exit: Mutex::new(None),
             wake_w: File::from(wake_w),
         };
         Ok((Arc::new(s), wake_r))
@@ -136,7 +137,7 @@ impl Session {
     pub fn attach(&self, conn: &ClientConn, replay: bool) -> Result<(), i32> {
         let mut st = lock(&self.state);
         if st.finished {
-            return Err(st.exit.unwrap_or(255));
+            return Err(lock(&self.exit).unwrap_or(255));
         }
         if replay {
             let mut c = lock(conn);
@@ -187,7 +188,7 @@ impl Session {
     }
 
     pub fn set_exit(&self, code: i32) {
-        lock(&self.state).exit = Some(code);
+        *lock(&self.exit) = Some(code);
         self.wake();
     }
 
@@ -225,7 +226,7 @@ impl Session {
         loop {
             let (exited, timeout) = {
                 let mut st = lock(&self.state);
-                let exited = st.exit.is_some();
+                let exited = lock(&self.exit).is_some();
                 let mut timeout = if exited { Some(DRAIN_QUIET) } else { None };
                 if !exited && st.clients.is_empty() {
                     if let (Some(grace), Some(since)) = (self.grace, st.detached_since) {
@@ -313,7 +314,7 @@ impl Session {
         }
         let mut st = lock(&self.state);
         st.finished = true;
-        let code = st.exit.unwrap_or(255);
+        let code = lock(&self.exit).unwrap_or(255);
         for c in st.clients.drain(..) {
             let mut c = lock(&c);
             let _ = proto::write_frame(&mut *c, Kind::Exit, &code.to_be_bytes());

@@ -24,6 +24,7 @@ mod timefmt;
 
 use std::fs::OpenOptions;
 use std::io::IsTerminal;
+use std::os::unix::fs::PermissionsExt;
 use std::path::Path;
 use std::sync::Arc;
 use std::time::Duration;
@@ -89,6 +90,13 @@ async fn run(settings: Settings) -> anyhow::Result<()> {
         data_dir.join("sprites"),
     ] {
         std::fs::create_dir_all(&dir).with_context(|| format!("creating {}", dir.display()))?;
+    }
+    // Sprite files are owned by ids inside the sprite: root there can make a setuid-root
+    // binary in its upper dir. No host user may reach those files, nor keeper sockets or logs.
+    for dir in ["run", "logs", "sprites"] {
+        let dir = data_dir.join(dir);
+        std::fs::set_permissions(&dir, std::fs::Permissions::from_mode(0o700))
+            .with_context(|| format!("restricting {}", dir.display()))?;
     }
     // One wispd per data dir: two would fight over keepers and the database.
     let lock_path = data_dir.join(LOCK_FILE);

@@ -371,3 +371,45 @@ async fn root_in_a_sprite_has_only_the_container_capabilities() {
     );
     d.delete("iso-caps").await;
 }
+
+#[tokio::test]
+async fn kernel_files_are_read_only_or_masked_and_host_dirs_are_private() {
+    use std::os::unix::fs::PermissionsExt;
+    let d = TestDaemon::start_real();
+    d.create("iso-proc").await;
+    // /proc/sys is read-only even for root: core_pattern would run a program as host root.
+    let e = d
+        .exec(
+            "iso-proc",
+            &["sh", "-c", "echo '|/tmp/x' | sudo tee /proc/sys/kernel/core_pattern"],
+        )
+        .await;
+    assert_ne!(e.code, Some(0), "{e:?}");
+    let pattern = fs::read_to_string("/proc/sys/kernel/core_pattern").unwrap();
+    assert!(!pattern.contains("/tmp/x"), "{pattern}");
+    assert!(d
+        .sh("iso-proc", "grep ' /proc/sys ' /proc/self/mountinfo")
+        .await
+        .contains(" ro,"));
+    // Masked: empty to read.
+    let present: Vec<&str> = ["kcore", "keys", "timer_list", "sched_debug"]
+        .into_iter()
+        .filter(|f| Path::new("/proc").join(f).exists())
+        .collect();
+    assert!(!present.is_empty(), "none of the masked files exists on this host");
+    for f in present {
+        let n = d.sh("iso-proc", &format!("sudo cat /proc/{f} | wc -c")).await;
+        assert_eq!(n, "0\n", "/proc/{f} is readable");
+    }
+    assert_eq!(d.sh("iso-proc", "sudo ls /sys/firmware | wc -l").await, "0\n");
+    // The usual open-file limits, whatever the daemon's are.
+    assert_eq!(d.sh("iso-proc", "ulimit -n").await, "1024\n");
+    let hard: u64 = d.sh("iso-proc", "ulimit -Hn").await.trim().parse().unwrap();
+    assert!(hard <= 65536, "{hard}");
+    // No host user can reach a sprite's files (root in a sprite can make setuid files there).
+    for dir in ["sprites", "run", "logs"] {
+        let mode = fs::metadata(d.data_dir.join(dir)).unwrap().permissions().mode();
+        assert_eq!(mode & 0o777, 0o700, "{dir}");
+    }
+    d.delete("iso-proc").await;
+}

@@ -184,8 +184,8 @@ impl Runtime for NamespaceRuntime {
                 p.socket.display()
             )));
         }
-        remove_file_if_exists(&p.socket)
-            .map_err(|e| RuntimeError::io(format!("removing {}", p.socket.display()), e))?;
+        // The socket is not removed here: only a keeper holding the sprite's lock may replace
+        // it, so a live keeper that did not answer a ping in time is never orphaned.
         let config = KeeperConfig {
             sprite_id: sprite.id.clone(),
             hostname: sprite.name.clone(),
@@ -278,6 +278,7 @@ impl Runtime for NamespaceRuntime {
         let removal = tokio::task::spawn_blocking(move || -> io::Result<()> {
             remove_dir_all_if_exists(&p.base)?;
             remove_file_if_exists(&p.socket)?;
+            remove_file_if_exists(&p.socket.with_extension("lock"))?;
             remove_file_if_exists(&p.config)?;
             remove_file_if_exists(&p.log)?;
             remove_temp_files(&p)

@@ -40,12 +40,17 @@ struct State {
     scrollback_bytes: usize,
     clients: Vec<ClientConn>,
     finished: bool,
+    detached_since: Option<Instant>,
+    killed_for_grace: bool,
+}
+
+#[derive(Default)]
+struct Meta {
     rows: u16,
     cols: u16,
     last_output_ms: Option<i64>,
     output_bytes: u64,
-    detached_since: Option<Instant>,
-    killed_for_grace: bool,
+    attached: u32,
 }
 
 pub(crate) struct Session {
@@ -58,6 +63,9 @@ pub(crate) struct Session {
     stdin: Option<Arc<StdinQueue>>,
     master: Option<File>,
     state: Mutex<State>,
+    /// What `info()` reports, kept apart from `state`: `state` is held while output is written
+    /// to clients, and a slow client must not stall listing or resizing.
+    meta: Mutex<Meta>,
     /// Kept apart from `state` so that reporting an exit never waits for a client write.
     exit: Mutex<Option<i32>>,
     wake_w: File,
@@ -99,12 +107,13 @@ impl Session {
                 scrollback_bytes: 0,
                 clients: Vec::new(),
                 finished: false,
-                rows,
-                cols,
-                last_output_ms: None,
-                output_bytes: 0,
                 detached_since: None,
                 killed_for_grace: false,
+            }),
+            meta: Mutex::new(Meta {
+                rows,
+                cols,
+                ..Meta::default()
             }),
             exit: Mutex::new(None),
             wake_w: File::from(wake_w),
@@ -113,18 +122,18 @@ impl Session {
     }
 
     pub fn info(&self) -> SessionInfo {
-        let st = lock(&self.state);
+        let m = lock(&self.meta);
         SessionInfo {
             session_id: self.pid.to_string(),
             command: self.command.clone(),
             workdir: self.workdir.clone(),
             created: self.created,
             tty: self.tty,
-            rows: st.rows,
-            cols: st.cols,
-            attached: st.clients.len() as u32,
-            last_output_ms: st.last_output_ms,
-            output_bytes: st.output_bytes,
+            rows: m.rows,
+            cols: m.cols,
+            attached: m.attached,
+            last_output_ms: m.last_output_ms,
+            output_bytes: m.output_bytes,
         }
     }
 
@@ -148,6 +157,7 @@ impl Session {
             }
         }
         st.clients.push(conn.clone());
+        lock(&self.meta).attached = st.clients.len() as u32;
         st.detached_since = None;
         drop(st);
         self.wake();
@@ -157,6 +167,7 @@ impl Session {
     pub fn detach(&self, conn: &ClientConn) {
         let mut st = lock(&self.state);
         st.clients.retain(|c| !Arc::ptr_eq(c, conn));
+        lock(&self.meta).attached = st.clients.len() as u32;
         if st.clients.is_empty() && st.detached_since.is_none() {
             st.detached_since = Some(Instant::now());
         }
@@ -180,9 +191,9 @@ impl Session {
         if let Some(m) = &self.master {
             if rows > 0 && cols > 0 && wisp_sys::tty::set_window_size(m.as_fd(), rows, cols).is_ok()
             {
-                let mut st = lock(&self.state);
-                st.rows = rows;
-                st.cols = cols;
+                let mut m = lock(&self.meta);
+                m.rows = rows;
+                m.cols = cols;
             }
         }
     }
@@ -193,8 +204,11 @@ impl Session {
     }
 
     fn broadcast(&self, st: &mut State, kind: Kind, data: &[u8]) {
-        st.output_bytes += data.len() as u64;
-        st.last_output_ms = Some(now_ms());
+        {
+            let mut m = lock(&self.meta);
+            m.output_bytes += data.len() as u64;
+            m.last_output_ms = Some(now_ms());
+        }
         st.scrollback.push_back((kind, data.to_vec()));
         st.scrollback_bytes += data.len();
         while st.scrollback_bytes > SCROLLBACK_BYTES {
@@ -209,6 +223,9 @@ impl Session {
             gone |= !ok;
             ok
         });
+        if gone {
+            lock(&self.meta).attached = st.clients.len() as u32;
+        }
         if gone && st.clients.is_empty() {
             st.detached_since = Some(Instant::now());
         }
@@ -315,6 +332,7 @@ impl Session {
         let mut st = lock(&self.state);
         st.finished = true;
         let code = lock(&self.exit).unwrap_or(255);
+        lock(&self.meta).attached = 0;
         for c in st.clients.drain(..) {
             let mut c = lock(&c);
             let _ = proto::write_frame(&mut *c, Kind::Exit, &code.to_be_bytes());

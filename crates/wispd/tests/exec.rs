@@ -892,3 +892,40 @@ async fn keepalive_while_silent() {
     assert!(exited);
     d.delete("exec-quiet").await;
 }
+
+/// A client that stops reading holds back only its own command (backpressure), never the
+/// rest of the sprite: listing sessions, resizing and other commands keep answering.
+#[tokio::test]
+async fn a_client_that_stops_reading_stalls_only_its_own_command() {
+    let d = TestDaemon::start_real();
+    d.create("slow-reader").await;
+    // `yes` writes as fast as it can; this client never reads a frame after session_info.
+    let (_stuck, info) = connect_session(&d, &exec_path("slow-reader", &["yes"], &[])).await;
+    let id = info["session_id"].as_str().unwrap().to_string();
+    // Let every buffer between `yes` and this socket fill up.
+    tokio::time::sleep(Duration::from_millis(1500)).await;
+    let list = tokio::time::timeout(
+        Duration::from_secs(10),
+        d.get_json("/v1/sprites/slow-reader/exec"),
+    )
+    .await
+    .expect("listing sessions hung behind a stalled client");
+    assert_eq!(list.0, StatusCode::OK);
+    assert!(
+        list.1["sessions"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .any(|s| s["id"] == id.as_str()),
+        "{}",
+        list.1
+    );
+    let e = tokio::time::timeout(
+        Duration::from_secs(10),
+        d.exec("slow-reader", &["echo", "ok"]),
+    )
+    .await
+    .expect("a new command hung behind a stalled client");
+    assert_eq!(e.stdout, b"ok\n");
+    d.delete("slow-reader").await;
+}

@@ -381,7 +381,11 @@ async fn kernel_files_are_read_only_or_masked_and_host_dirs_are_private() {
     let e = d
         .exec(
             "iso-proc",
-            &["sh", "-c", "echo '|/tmp/x' | sudo tee /proc/sys/kernel/core_pattern"],
+            &[
+                "sh",
+                "-c",
+                "echo '|/tmp/x' | sudo tee /proc/sys/kernel/core_pattern",
+            ],
         )
         .await;
     assert_ne!(e.code, Some(0), "{e:?}");
@@ -396,19 +400,30 @@ async fn kernel_files_are_read_only_or_masked_and_host_dirs_are_private() {
         .into_iter()
         .filter(|f| Path::new("/proc").join(f).exists())
         .collect();
-    assert!(!present.is_empty(), "none of the masked files exists on this host");
+    assert!(
+        !present.is_empty(),
+        "none of the masked files exists on this host"
+    );
     for f in present {
-        let n = d.sh("iso-proc", &format!("sudo cat /proc/{f} | wc -c")).await;
+        let n = d
+            .sh("iso-proc", &format!("sudo cat /proc/{f} | wc -c"))
+            .await;
         assert_eq!(n, "0\n", "/proc/{f} is readable");
     }
-    assert_eq!(d.sh("iso-proc", "sudo ls /sys/firmware | wc -l").await, "0\n");
+    assert_eq!(
+        d.sh("iso-proc", "sudo ls /sys/firmware | wc -l").await,
+        "0\n"
+    );
     // The usual open-file limits, whatever the daemon's are.
     assert_eq!(d.sh("iso-proc", "ulimit -n").await, "1024\n");
     let hard: u64 = d.sh("iso-proc", "ulimit -Hn").await.trim().parse().unwrap();
     assert!(hard <= 65536, "{hard}");
     // No host user can reach a sprite's files (root in a sprite can make setuid files there).
     for dir in ["sprites", "run", "logs"] {
-        let mode = fs::metadata(d.data_dir.join(dir)).unwrap().permissions().mode();
+        let mode = fs::metadata(d.data_dir.join(dir))
+            .unwrap()
+            .permissions()
+            .mode();
         assert_eq!(mode & 0o777, 0o700, "{dir}");
     }
     d.delete("iso-proc").await;

@@ -37,6 +37,9 @@ pub enum Command {
     /// Destroy a sprite and everything in it
     #[command(visible_alias = "rm")]
     Destroy(DestroyArgs),
+    /// Put a sprite to sleep (warm: frozen with its memory; --cold: processes stopped, files
+    /// kept); the next command wakes it
+    Sleep(SleepArgs),
     /// Run a command in a sprite
     #[command(visible_alias = "x")]
     Exec(ExecArgs),
@@ -84,6 +87,15 @@ pub struct DestroyArgs {
     /// Do not ask for confirmation
     #[arg(short = 'f', long)]
     pub force: bool,
+}
+
+#[derive(Debug, Args)]
+pub struct SleepArgs {
+    /// Sprite name (default: the selected sprite)
+    pub name: Option<String>,
+    /// Stop its processes instead of freezing them (files are kept)
+    #[arg(long)]
+    pub cold: bool,
 }
 
 #[derive(Debug, Args)]
@@ -167,5 +179,18 @@ mod tests {
         assert_eq!(c.api_url.as_deref(), Some("http://x"));
         assert_eq!(c.token.as_deref(), Some("t"));
         assert!(Cli::try_parse_from(["wisp", "use", "a", "--unset"]).is_err());
+        let Command::Sleep(a) = parse(&["wisp", "sleep", "--cold", "a"]).command else {
+            panic!("not sleep")
+        };
+        assert!(a.cold && a.name.as_deref() == Some("a"));
+        let c = parse(&["wisp", "sleep", "-s", "b"]);
+        assert_eq!(c.sprite.as_deref(), Some("b"));
+        assert!(matches!(
+            c.command,
+            Command::Sleep(SleepArgs {
+                cold: false,
+                name: None
+            })
+        ));
     }
 }

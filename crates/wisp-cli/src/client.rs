@@ -198,6 +198,20 @@ impl Client {
         self.json(resp).await
     }
 
+    /// A POST with no body whose answer has no body either (204).
+    pub async fn post_empty(
+        &self,
+        path: &str,
+        query: &[(&str, &str)],
+        timeout: Duration,
+    ) -> Result<()> {
+        let rb = self
+            .request(reqwest::Method::POST, path)
+            .query(query)
+            .timeout(timeout);
+        self.send(rb).await.map(drop)
+    }
+
     pub async fn delete(&self, path: &str, timeout: Duration) -> Result<()> {
         let rb = self.request(reqwest::Method::DELETE, path).timeout(timeout);
         self.send(rb).await.map(drop)

@@ -56,6 +56,7 @@ async fn run(cli: Cli) -> i32 {
         Command::List(a) => cmd::list::run(&ctx, a).await,
         Command::Info(a) => cmd::info::run(&ctx, a).await,
         Command::Destroy(a) => cmd::destroy::run(&ctx, a).await,
+        Command::Sleep(a) => cmd::sleep::run(&ctx, a).await,
         Command::Exec(a) => cmd::exec::run(&ctx, a).await,
         Command::Console => cmd::console::run(&ctx).await,
         Command::Use(a) => cmd::use_sprite::run(&ctx, a).await,

@@ -467,6 +467,48 @@ async fn create_info_destroy() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn sleep_warm_and_cold_then_exec_wakes() {
+    let d = Daemon::start();
+    d.create("dozy").await;
+    let status = |r: &common::Run| {
+        r.stdout
+            .lines()
+            .find_map(|l| l.strip_prefix("status:").map(|v| v.trim().to_string()))
+            .unwrap_or_default()
+    };
+    let r = d
+        .run(&["exec", "-s", "dozy", "--", "sh", "-c", "echo hi > /tmp/f"])
+        .await;
+    assert_eq!(r.code, 0, "{}", r.stderr);
+
+    let r = d.run(&["sleep", "dozy"]).await;
+    assert_eq!(
+        (r.code, r.stdout.as_str(), r.stderr.as_str()),
+        (0, "", "sprite dozy is warm\n")
+    );
+    assert_eq!(status(&d.run(&["info", "dozy"]).await), "warm");
+    let r = d.run(&["ls"]).await;
+    assert!(r.stdout.contains("warm"), "{}", r.stdout);
+    let r = d.run(&["exec", "-s", "dozy", "cat", "/tmp/f"]).await;
+    assert_eq!((r.code, r.stdout.as_str()), (0, "hi\n"), "{}", r.stderr);
+    assert_eq!(status(&d.run(&["info", "dozy"]).await), "running");
+
+    let r = d.run(&["sleep", "--cold", "-s", "dozy"]).await;
+    assert_eq!((r.code, r.stderr.as_str()), (0, "sprite dozy is cold\n"));
+    assert_eq!(status(&d.run(&["info", "dozy"]).await), "cold");
+    assert!(d.keeper_pids().is_empty());
+    let r = d.run(&["exec", "-s", "dozy", "cat", "/tmp/f"]).await;
+    assert_eq!((r.code, r.stdout.as_str()), (0, "hi\n"), "{}", r.stderr);
+    assert_eq!(status(&d.run(&["info", "dozy"]).await), "running");
+
+    let r = d.run(&["sleep", "nobody"]).await;
+    assert_eq!(
+        (r.code, r.stderr.as_str()),
+        (1, "error: sprite not found (404)\n")
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn tokens_and_authentication_errors() {
     let d = Daemon::start();
     d.create("auth-box").await;

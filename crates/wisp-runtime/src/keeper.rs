@@ -364,8 +364,11 @@ impl Keeper {
                 &Reply::Pong {
                     init_pid: self.init_pid,
                     sprite_id: self.cfg.sprite_id.clone(),
+                    frozen: self.cgroup.is_frozen(),
                 },
             ),
+            Request::Freeze => reply(&mut conn, &self.freeze(true)),
+            Request::Thaw => reply(&mut conn, &self.freeze(false)),
             Request::ListSessions => {
                 // Copy first: info() waits for each session's state, which a slow client may
                 // hold; the table lock must never wait behind it.
@@ -434,6 +437,20 @@ impl Keeper {
                 }
                 self.stream(&session, &client, conn);
             }
+        }
+    }
+
+    /// Freezes or thaws the sprite's cgroup. The keeper is not in it and keeps serving; the
+    /// grace timers of detached sessions keep running, and a kill they send to a frozen
+    /// sprite takes effect on thaw.
+    fn freeze(&self, frozen: bool) -> Reply {
+        match self.cgroup.set_frozen(frozen) {
+            Ok(()) => {
+                let what = if frozen { "frozen" } else { "thawed" };
+                log!("sprite {} {what}", self.cfg.sprite_id);
+                Reply::Ok
+            }
+            Err(e) => error("failed", e.to_string()),
         }
     }
 

@@ -64,6 +64,13 @@ pub enum Request {
     SignalSession { session_id: String, signal: i32 },
     /// Stop every process of the sprite, remove its cgroups, answer `Ok`, and exit.
     Shutdown,
+    /// Freeze every process of the sprite (cgroup v2 `cgroup.freeze`); answers `Ok` once the
+    /// kernel reports the cgroup frozen. The keeper itself is outside that cgroup and keeps
+    /// serving. While frozen, `Spawn` and `Attach` would wait on a frozen init: the client
+    /// (wispd's manager) sends `Thaw` before them.
+    Freeze,
+    /// Undo `Freeze`; answers `Ok` once the cgroup runs again. Thawing a running sprite is fine.
+    Thaw,
 }
 
 /// A command to start inside the sprite.
@@ -116,6 +123,9 @@ pub enum Reply {
     Pong {
         init_pid: i32,
         sprite_id: String,
+        /// The sprite's processes are frozen (absent from older keepers: not frozen).
+        #[serde(default)]
+        frozen: bool,
     },
     Spawned {
         session: SessionInfo,
@@ -259,6 +269,22 @@ mod tests {
         let back: Request = serde_json::from_slice(&f.payload).unwrap();
         assert_eq!(back, req);
         assert!(read_frame(&mut cur).unwrap().is_none());
+    }
+
+    #[test]
+    fn pong_without_frozen_is_not_frozen() {
+        let r: Reply =
+            serde_json::from_str(r#"{"reply":"pong","init_pid":5,"sprite_id":"s"}"#).unwrap();
+        assert_eq!(
+            r,
+            Reply::Pong {
+                init_pid: 5,
+                sprite_id: "s".into(),
+                frozen: false
+            }
+        );
+        let req: Request = serde_json::from_str(r#"{"op":"freeze"}"#).unwrap();
+        assert_eq!(req, Request::Freeze);
     }
 
     #[test]

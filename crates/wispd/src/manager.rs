@@ -1,6 +1,6 @@
 //! The lifecycle manager: the one place that changes whether a sprite exists or runs.
 //!
-//! Every transition of one sprite (create, wake, destroy) holds that sprite's tokio mutex, so
+//! Every transition of one sprite (create, wake, sleep, destroy) holds that sprite's tokio mutex, so
 //! concurrent wakes coalesce into one start and never race a destroy. Transitions run in
 //! their own task: a client hanging up mid-request must not leave a half-done transition.
 //!
@@ -13,7 +13,7 @@ use std::sync::{Arc, Mutex};
 
 use wisp_api::sprite::SpriteStatus;
 
-use crate::runtime::{Runtime, RuntimeError, SpriteRef};
+use crate::runtime::{Runtime, RuntimeError, SpriteRef, SpriteState as RunState};
 use crate::store::{SpriteRow, SpriteState, Store, StoreError};
 use crate::timefmt;
 
@@ -122,6 +122,8 @@ impl SpriteManager {
             updated_at: now,
             last_started_at: None,
             last_active_at: None,
+            last_warming_at: None,
+            last_running_at: None,
         };
         match self.store.insert_sprite(&row) {
             Err(StoreError::NameTaken) => return Err(ManagerError::NameTaken(row.name)),
@@ -151,27 +153,68 @@ impl SpriteManager {
         self.store.sprite_by_id(&row.id)?.ok_or(ManagerError::Gone)
     }
 
-    /// Wakes a sprite: starts its keeper unless it already runs. Concurrent calls coalesce.
-    pub async fn ensure_running(self: &Arc<Self>, row: &SpriteRow) -> Result<(), ManagerError> {
+    /// Wakes a sprite for an operation that needs it running: a cold sprite starts, a warm
+    /// one thaws, a running one is left alone. Concurrent calls coalesce under the sprite's
+    /// lock into exactly one start or thaw.
+    pub async fn wake(self: &Arc<Self>, row: &SpriteRow) -> Result<(), ManagerError> {
         let id = row.id.clone();
-        self.detached(|this| async move { this.ensure_running_inner(&id).await })
+        self.detached(|this| async move { this.wake_inner(&id).await })
             .await
     }
 
-    async fn ensure_running_inner(&self, id: &str) -> Result<(), ManagerError> {
+    /// The sprite's row, re-read under its lock: a destroy or a failed create may have won.
+    fn ready_row(&self, id: &str) -> Result<SpriteRow, ManagerError> {
+        match self.store.sprite_by_id(id)? {
+            Some(r) if r.state == SpriteState::Ready => Ok(r),
+            _ => Err(ManagerError::Gone),
+        }
+    }
+
+    async fn wake_inner(&self, id: &str) -> Result<(), ManagerError> {
         let lock = self.lock_for(id);
         let _guard = lock.lock().await;
-        // Re-read under the lock: a destroy or a failed create may have won the race.
-        let row = match self.store.sprite_by_id(id)? {
-            Some(r) if r.state == SpriteState::Ready => r,
-            _ => return Err(ManagerError::Gone),
-        };
-        if self.runtime.is_running(id).await? {
-            return Ok(());
+        let row = self.ready_row(id)?;
+        match self.runtime.state(id).await? {
+            RunState::Running => {}
+            RunState::Warm => {
+                tracing::info!(sprite_id = %id, name = %row.name, "thawing sprite");
+                self.runtime.thaw(id).await?;
+                self.store.touch_running(id, &timefmt::now())?;
+            }
+            RunState::Cold => {
+                tracing::info!(sprite_id = %id, name = %row.name, "waking sprite");
+                self.runtime.start(&sprite_ref(&row)).await?;
+                self.store.touch_started(id, &timefmt::now())?;
+            }
         }
-        tracing::info!(sprite_id = %id, name = %row.name, "waking sprite");
-        self.runtime.start(&sprite_ref(&row)).await?;
-        self.store.touch_started(id, &timefmt::now())?;
+        Ok(())
+    }
+
+    /// Puts a sprite to sleep. Warm (`cold == false`) freezes its processes with their
+    /// memory; cold stops them (files stay). Sleeping a sprite that already sleeps at least
+    /// that deeply does nothing; a warm sprite asked to go cold is stopped.
+    pub async fn sleep(self: &Arc<Self>, row: &SpriteRow, cold: bool) -> Result<(), ManagerError> {
+        let id = row.id.clone();
+        self.detached(move |this| async move { this.sleep_inner(&id, cold).await })
+            .await
+    }
+
+    async fn sleep_inner(&self, id: &str, cold: bool) -> Result<(), ManagerError> {
+        let lock = self.lock_for(id);
+        let _guard = lock.lock().await;
+        let row = self.ready_row(id)?;
+        match (self.runtime.state(id).await?, cold) {
+            (RunState::Cold, _) | (RunState::Warm, false) => {}
+            (RunState::Running, false) => {
+                tracing::info!(sprite_id = %id, name = %row.name, "freezing sprite (warm)");
+                self.runtime.freeze(id).await?;
+                self.store.touch_warming(id, &timefmt::now())?;
+            }
+            (RunState::Running | RunState::Warm, true) => {
+                tracing::info!(sprite_id = %id, name = %row.name, "stopping sprite (cold)");
+                self.runtime.stop(id).await?;
+            }
+        }
         Ok(())
     }
 
@@ -193,11 +236,12 @@ impl SpriteManager {
         Ok(())
     }
 
-    /// `running` when the runtime holds the sprite, `cold` otherwise.
+    /// `running`, `warm` (frozen) or `cold` (no keeper), as the runtime observes it.
     pub async fn status(&self, sprite_id: &str) -> SpriteStatus {
-        match self.runtime.is_running(sprite_id).await {
-            Ok(true) => SpriteStatus::Running,
-            Ok(false) => SpriteStatus::Cold,
+        match self.runtime.state(sprite_id).await {
+            Ok(RunState::Running) => SpriteStatus::Running,
+            Ok(RunState::Warm) => SpriteStatus::Warm,
+            Ok(RunState::Cold) => SpriteStatus::Cold,
             // Something holds the sprite but is slow to answer: it is not cold.
             Err(RuntimeError::Unresponsive) => SpriteStatus::Running,
             Err(e) => {
@@ -254,7 +298,9 @@ pub(crate) mod tests {
     #[derive(Default)]
     pub struct FakeRuntime {
         pub running: Mutex<std::collections::HashSet<String>>,
+        pub frozen: Mutex<std::collections::HashSet<String>>,
         pub starts: AtomicUsize,
+        pub thaws: AtomicUsize,
         pub destroys: AtomicUsize,
         pub fail_start: std::sync::atomic::AtomicBool,
     }
@@ -273,11 +319,32 @@ pub(crate) mod tests {
             self.running.lock().unwrap().insert(s.id.clone());
             Ok(())
         }
-        async fn is_running(&self, id: &str) -> Result<bool, RuntimeError> {
-            Ok(self.running.lock().unwrap().contains(id))
+        async fn state(&self, id: &str) -> Result<RunState, RuntimeError> {
+            Ok(if self.frozen.lock().unwrap().contains(id) {
+                RunState::Warm
+            } else if self.running.lock().unwrap().contains(id) {
+                RunState::Running
+            } else {
+                RunState::Cold
+            })
+        }
+        async fn freeze(&self, id: &str) -> Result<(), RuntimeError> {
+            if !self.running.lock().unwrap().contains(id) {
+                return Err(RuntimeError::NotRunning);
+            }
+            self.frozen.lock().unwrap().insert(id.to_string());
+            Ok(())
+        }
+        async fn thaw(&self, id: &str) -> Result<(), RuntimeError> {
+            tokio::time::sleep(Duration::from_millis(20)).await;
+            if self.frozen.lock().unwrap().remove(id) {
+                self.thaws.fetch_add(1, Ordering::SeqCst);
+            }
+            Ok(())
         }
         async fn stop(&self, id: &str) -> Result<(), RuntimeError> {
             self.running.lock().unwrap().remove(id);
+            self.frozen.lock().unwrap().remove(id);
             Ok(())
         }
         async fn destroy(&self, id: &str) -> Result<(), RuntimeError> {
@@ -337,17 +404,45 @@ pub(crate) mod tests {
         // Cold, then eight concurrent wakes start it exactly once.
         rt.stop(&row.id).await.unwrap();
         assert_eq!(m.status(&row.id).await, SpriteStatus::Cold);
-        let wakes = (0..8).map(|_| m.ensure_running(&row));
+        let wakes = (0..8).map(|_| m.wake(&row));
         for r in futures_util::future::join_all(wakes).await {
             r.unwrap();
         }
         assert_eq!(rt.starts.load(Ordering::SeqCst), 2);
         m.destroy(&row).await.unwrap();
         assert!(m.store().sprite_by_id(&row.id).unwrap().is_none());
-        assert!(matches!(
-            m.ensure_running(&row).await,
-            Err(ManagerError::Gone)
-        ));
+        assert!(matches!(m.wake(&row).await, Err(ManagerError::Gone)));
+    }
+
+    #[tokio::test]
+    async fn sleep_warm_cold_and_wake() {
+        let (m, rt) = setup();
+        let row = m.create(new_sprite("s")).await.unwrap();
+        m.sleep(&row, false).await.unwrap();
+        assert_eq!(m.status(&row.id).await, SpriteStatus::Warm);
+        let r = m.store().sprite_by_id(&row.id).unwrap().unwrap();
+        assert!(r.last_warming_at.is_some());
+        // Sleeping again is fine.
+        m.sleep(&row, false).await.unwrap();
+        // Eight concurrent wakes of a warm sprite thaw it once.
+        let wakes = (0..8).map(|_| m.wake(&row));
+        for r in futures_util::future::join_all(wakes).await {
+            r.unwrap();
+        }
+        assert_eq!(rt.thaws.load(Ordering::SeqCst), 1);
+        assert_eq!(m.status(&row.id).await, SpriteStatus::Running);
+        assert_eq!(rt.starts.load(Ordering::SeqCst), 1);
+        // Cold, twice; warm on a cold sprite leaves it cold; a wake starts it.
+        m.sleep(&row, true).await.unwrap();
+        m.sleep(&row, true).await.unwrap();
+        m.sleep(&row, false).await.unwrap();
+        assert_eq!(m.status(&row.id).await, SpriteStatus::Cold);
+        m.wake(&row).await.unwrap();
+        assert_eq!(rt.starts.load(Ordering::SeqCst), 2);
+        // Warm straight to cold.
+        m.sleep(&row, false).await.unwrap();
+        m.sleep(&row, true).await.unwrap();
+        assert_eq!(m.status(&row.id).await, SpriteStatus::Cold);
     }
 
     #[tokio::test]

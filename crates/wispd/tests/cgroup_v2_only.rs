@@ -140,6 +140,25 @@ fn a_sprite_without_limits_runs_on_a_v2_only_layout() {
     assert_eq!(code, 0, "{out}");
     assert!(out.lines().any(|l| l == "0::/"), "{out}");
 
+    // Freeze and thaw through cgroup.freeze; the keeper (outside the cgroup) keeps answering.
+    let frozen = |socket: &Path| match call(socket, &Request::Ping).0 {
+        Reply::Pong { frozen, .. } => frozen,
+        other => panic!("ping: {other:?}"),
+    };
+    assert!(!frozen(&k.cfg.socket));
+    assert_eq!(call(&k.cfg.socket, &Request::Freeze).0, Reply::Ok);
+    assert!(frozen(&k.cfg.socket));
+    let events = std::fs::read_to_string(cg.join("cgroup.events")).unwrap();
+    assert!(events.lines().any(|l| l == "frozen 1"), "{events}");
+    assert_eq!(call(&k.cfg.socket, &Request::Thaw).0, Reply::Ok);
+    assert!(!frozen(&k.cfg.socket));
+    assert_eq!(
+        run(&k.cfg.socket, &["echo", "awake"]),
+        ("awake\n".into(), 0)
+    );
+    // A frozen sprite still shuts down.
+    assert_eq!(call(&k.cfg.socket, &Request::Freeze).0, Reply::Ok);
+
     // Shutdown kills everything and removes the cgroup (cgroup.kill is a v2 feature).
     let (reply, _) = call(&k.cfg.socket, &Request::Shutdown);
     assert_eq!(reply, Reply::Ok);

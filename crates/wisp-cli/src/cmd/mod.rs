@@ -7,6 +7,7 @@ pub mod exec;
 pub mod info;
 pub mod list;
 pub mod login;
+pub mod sleep;
 pub mod use_sprite;
 
 use anyhow::Result;

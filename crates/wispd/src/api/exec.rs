@@ -50,7 +50,7 @@ pub async fn start_session(
     row: &SpriteRow,
     params: &ExecParams,
 ) -> Result<Started, ApiError> {
-    st.manager.ensure_running(row).await?;
+    st.manager.wake(row).await?;
     st.manager.touch_active(&row.id);
     let runtime = st.manager.runtime();
     match &params.attach_id {

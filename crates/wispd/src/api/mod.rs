@@ -58,6 +58,7 @@ pub fn router(state: AppState) -> Router {
                 .put(sprites::update)
                 .delete(sprites::destroy),
         )
+        .route("/v1/sprites/{name}/sleep", post(sprites::sleep))
         .route(
             "/v1/sprites/{name}/exec",
             get(exec_ws::exec_get)

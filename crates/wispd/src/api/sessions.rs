@@ -124,7 +124,7 @@ pub async fn kill(
 ) -> Result<Response, ApiError> {
     let (signal, signal_name, timeout) = parse_kill_params(&query_pairs(raw.as_deref()))?;
     let row = find_sprite(&st, &caller, &name)?;
-    st.manager.ensure_running(&row).await?;
+    st.manager.wake(&row).await?;
     let runtime = st.manager.runtime().clone();
     // Attaching first tells whether the session exists (404 before any streaming) and is
     // how its exit status is learned.

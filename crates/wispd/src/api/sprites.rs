@@ -162,3 +162,53 @@ pub async fn destroy(
     st.manager.destroy(&row).await?;
     Ok(StatusCode::NO_CONTENT)
 }
+
+/// `mode` of a sleep request: `warm` (the default) or `cold`; true for cold.
+pub fn parse_sleep_mode(pairs: &[(String, String)]) -> Result<bool, ApiError> {
+    let mut cold = false;
+    for (k, v) in pairs {
+        if k == "mode" {
+            cold = match v.as_str() {
+                "" | "warm" => false,
+                "cold" => true,
+                other => {
+                    return Err(ApiError::bad_request(format!(
+                        "invalid sleep mode {other:?}: use warm or cold"
+                    )))
+                }
+            };
+        }
+    }
+    Ok(cold)
+}
+
+/// `POST /v1/sprites/{name}/sleep?mode=warm|cold` (a Wisp extension; Fly's API has no
+/// explicit sleep): warm freezes the sprite's processes with their memory, cold stops them.
+/// Either way the next request that needs the sprite wakes it. Sleeping a sleeping sprite is
+/// fine.
+pub async fn sleep(
+    State(st): State<AppState>,
+    Extension(caller): Extension<Caller>,
+    ApiPath(name): ApiPath<String>,
+    RawQuery(raw): RawQuery,
+) -> Result<StatusCode, ApiError> {
+    let cold = parse_sleep_mode(&query_pairs(raw.as_deref()))?;
+    let row = find_sprite(&st, &caller, &name)?;
+    st.manager.sleep(&row, cold).await?;
+    Ok(StatusCode::NO_CONTENT)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::api::extract::test_pairs as pairs;
+
+    #[test]
+    fn sleep_modes() {
+        assert!(!parse_sleep_mode(&pairs(&[])).unwrap());
+        assert!(!parse_sleep_mode(&pairs(&[("mode", "warm")])).unwrap());
+        assert!(parse_sleep_mode(&pairs(&[("mode", "cold")])).unwrap());
+        let e = parse_sleep_mode(&pairs(&[("mode", "frozen")])).unwrap_err();
+        assert_eq!(e.status, 400);
+    }
+}

@@ -36,9 +36,12 @@ pub fn sprite_object(
         updated_at: row.updated_at.clone(),
         last_started_at: row.last_started_at.clone(),
         last_active_at: row.last_active_at.clone(),
-        // The Go SDK's and Python's names for the same instants.
-        last_running_at: row.last_started_at.clone(),
-        last_warming_at: row.last_active_at.clone(),
+        // Rows from before these columns existed have only `last_started_at`.
+        last_running_at: row
+            .last_running_at
+            .clone()
+            .or_else(|| row.last_started_at.clone()),
+        last_warming_at: row.last_warming_at.clone(),
     }
 }
 

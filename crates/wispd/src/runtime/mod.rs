@@ -113,6 +113,17 @@ impl std::fmt::Debug for ExecStream {
     }
 }
 
+/// Whether a sprite's processes exist and run, as the runtime observes it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum SpriteState {
+    /// Its processes run.
+    Running,
+    /// Its processes exist but are frozen (memory kept); a thaw resumes them mid-flight.
+    Warm,
+    /// No process: only its files exist.
+    Cold,
+}
+
 /// A sprite runtime. Every method is idempotent where that makes sense (create/stop/destroy
 /// of something already in that state succeed), because reconciliation replays them.
 #[async_trait]
@@ -121,9 +132,19 @@ pub trait Runtime: Send + Sync + 'static {
     async fn create(&self, sprite: &SpriteRef) -> Result<(), RuntimeError>;
     /// Boots the sprite; returns once it accepts commands. A no-op when it already runs.
     async fn start(&self, sprite: &SpriteRef) -> Result<(), RuntimeError>;
-    /// `Ok(false)` when stopped; [`RuntimeError::Unresponsive`] when something holds the
-    /// sprite but does not answer (then starting another copy would be wrong).
-    async fn is_running(&self, sprite_id: &str) -> Result<bool, RuntimeError>;
+    /// Running, warm (frozen) or cold (no processes); [`RuntimeError::Unresponsive`] when
+    /// something holds the sprite but does not answer (then starting another copy would be
+    /// wrong).
+    async fn state(&self, sprite_id: &str) -> Result<SpriteState, RuntimeError>;
+    /// `Ok(false)` when cold (a warm sprite is held, so it counts as running here).
+    async fn is_running(&self, sprite_id: &str) -> Result<bool, RuntimeError> {
+        Ok(self.state(sprite_id).await? != SpriteState::Cold)
+    }
+    /// Freezes every process of a running sprite, keeping its memory. A no-op when warm;
+    /// [`RuntimeError::NotRunning`] when cold.
+    async fn freeze(&self, sprite_id: &str) -> Result<(), RuntimeError>;
+    /// Resumes a frozen sprite. A no-op when it runs; [`RuntimeError::NotRunning`] when cold.
+    async fn thaw(&self, sprite_id: &str) -> Result<(), RuntimeError>;
     /// Stops every process of the sprite; storage stays.
     async fn stop(&self, sprite_id: &str) -> Result<(), RuntimeError>;
     /// Stops the sprite and removes everything it had on the host.

@@ -12,7 +12,7 @@ use wisp_runtime::proto::{Reply, Request, SessionInfo, SpawnSpec};
 use super::keeper_client::KeeperConn;
 use super::keeper_process::start_keeper;
 use super::paths::{SpritePaths, MAX_SOCKET_PATH};
-use super::{ExecStream, Runtime, RuntimeError, SpriteRef};
+use super::{ExecStream, Runtime, RuntimeError, SpriteRef, SpriteState};
 use crate::fsutil::{remove_dir_all_if_exists, remove_file_if_exists, write_replace};
 use crate::reaper::KnownChildren;
 
@@ -22,6 +22,8 @@ const SPAWN_TIMEOUT: Duration = Duration::from_secs(30);
 /// Shutdown kills every process of the sprite; give it time to do so politely.
 const SHUTDOWN_TIMEOUT: Duration = Duration::from_secs(60);
 const GONE_TIMEOUT: Duration = Duration::from_secs(10);
+/// The keeper itself gives the kernel up to 2 s to finish a freeze or thaw.
+const FREEZE_TIMEOUT: Duration = Duration::from_secs(5);
 
 #[derive(Debug, Clone)]
 pub struct NamespaceRuntimeConfig {
@@ -137,6 +139,20 @@ impl NamespaceRuntime {
         }
         Ok((conn, reply))
     }
+
+    /// A request whose only good answer is `Ok`.
+    async fn simple(
+        &self,
+        id: &str,
+        req: &Request,
+        timeout: Duration,
+        what: &'static str,
+    ) -> Result<(), RuntimeError> {
+        match self.request(id, req, timeout, what).await?.1 {
+            Reply::Ok => Ok(()),
+            other => Err(unexpected(&other)),
+        }
+    }
 }
 
 /// Removes temporary files an interrupted atomic write left next to the sprite's run files
@@ -206,10 +222,10 @@ impl Runtime for NamespaceRuntime {
         Ok(())
     }
 
-    async fn is_running(&self, sprite_id: &str) -> Result<bool, RuntimeError> {
+    async fn state(&self, sprite_id: &str) -> Result<SpriteState, RuntimeError> {
         let p = self.paths(sprite_id)?;
         if !p.socket.exists() {
-            return Ok(false);
+            return Ok(SpriteState::Cold);
         }
         let ping = async {
             let mut conn = KeeperConn::connect(&p.socket).await?;
@@ -217,19 +233,35 @@ impl Runtime for NamespaceRuntime {
         };
         match tokio::time::timeout(PING_TIMEOUT, ping).await {
             Err(_) => Err(RuntimeError::Unresponsive),
-            Ok(Ok(Reply::Pong { .. })) => Ok(true),
+            Ok(Ok(Reply::Pong { frozen: true, .. })) => Ok(SpriteState::Warm),
+            Ok(Ok(Reply::Pong { .. })) => Ok(SpriteState::Running),
             Ok(Ok(other)) => Err(unexpected(&other)),
             Ok(Err(e)) if is_gone(&e) => {
                 // Left behind by a keeper that died: nobody listens on it.
                 tracing::info!(sprite_id, "removing stale keeper socket");
                 let _ = remove_file_if_exists(&p.socket);
-                Ok(false)
+                Ok(SpriteState::Cold)
             }
             Ok(Err(e)) => {
                 tracing::warn!(sprite_id, "pinging keeper: {e}");
-                Ok(false)
+                Ok(SpriteState::Cold)
             }
         }
+    }
+
+    async fn freeze(&self, sprite_id: &str) -> Result<(), RuntimeError> {
+        self.simple(
+            sprite_id,
+            &Request::Freeze,
+            FREEZE_TIMEOUT,
+            "freeze the sprite",
+        )
+        .await
+    }
+
+    async fn thaw(&self, sprite_id: &str) -> Result<(), RuntimeError> {
+        self.simple(sprite_id, &Request::Thaw, FREEZE_TIMEOUT, "thaw the sprite")
+            .await
     }
 
     async fn stop(&self, sprite_id: &str) -> Result<(), RuntimeError> {

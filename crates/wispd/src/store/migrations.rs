@@ -41,6 +41,11 @@ pub const MIGRATIONS: &[&str] = &[
         UNIQUE (org_id, name)
     );
     "#,
+    // 2: lifecycle instants: when a sprite last went warm (frozen) and last resumed running.
+    r#"
+    ALTER TABLE sprites ADD COLUMN last_warming_at TEXT;
+    ALTER TABLE sprites ADD COLUMN last_running_at TEXT;
+    "#,
 ];
 
 /// Brings the schema up to date, one transaction per step, so a crash leaves the database at

@@ -45,6 +45,10 @@ pub struct SpriteRow {
     pub updated_at: String,
     pub last_started_at: Option<String>,
     pub last_active_at: Option<String>,
+    /// When it last went warm (frozen).
+    pub last_warming_at: Option<String>,
+    /// When it last started or resumed running.
+    pub last_running_at: Option<String>,
 }
 
 impl SpriteRow {
@@ -64,6 +68,8 @@ impl SpriteRow {
             updated_at: r.get("updated_at")?,
             last_started_at: r.get("last_started_at")?,
             last_active_at: r.get("last_active_at")?,
+            last_warming_at: r.get("last_warming_at")?,
+            last_running_at: r.get("last_running_at")?,
         })
     }
 }
@@ -91,8 +97,9 @@ impl Store {
     pub fn insert_sprite(&self, row: &SpriteRow) -> Result<(), StoreError> {
         let res = self.conn().execute(
             "INSERT INTO sprites (id, org_id, name, state, url_auth, private_access, labels,
-                                  created_at, updated_at, last_started_at, last_active_at)
-             VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11)",
+                                  created_at, updated_at, last_started_at, last_active_at,
+                                  last_warming_at, last_running_at)
+             VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13)",
             params![
                 row.id,
                 row.org_id,
@@ -104,7 +111,9 @@ impl Store {
                 row.created_at,
                 row.updated_at,
                 row.last_started_at,
-                row.last_active_at
+                row.last_active_at,
+                row.last_warming_at,
+                row.last_running_at
             ],
         );
         match res {
@@ -225,9 +234,28 @@ impl Store {
         Ok(())
     }
 
+    /// A cold start: the sprite started, and so it runs.
     pub fn touch_started(&self, id: &str, at: &str) -> Result<(), StoreError> {
         self.conn().execute(
-            "UPDATE sprites SET last_started_at = ?2 WHERE id = ?1",
+            "UPDATE sprites SET last_started_at = ?2, last_running_at = ?2 WHERE id = ?1",
+            params![id, at],
+        )?;
+        Ok(())
+    }
+
+    /// A warm sprite resumed.
+    pub fn touch_running(&self, id: &str, at: &str) -> Result<(), StoreError> {
+        self.conn().execute(
+            "UPDATE sprites SET last_running_at = ?2 WHERE id = ?1",
+            params![id, at],
+        )?;
+        Ok(())
+    }
+
+    /// The sprite went warm (frozen).
+    pub fn touch_warming(&self, id: &str, at: &str) -> Result<(), StoreError> {
+        self.conn().execute(
+            "UPDATE sprites SET last_warming_at = ?2 WHERE id = ?1",
             params![id, at],
         )?;
         Ok(())
@@ -278,6 +306,8 @@ mod tests {
             updated_at: "t".into(),
             last_started_at: None,
             last_active_at: None,
+            last_warming_at: None,
+            last_running_at: None,
         }
     }
 
@@ -343,5 +373,12 @@ mod tests {
         assert_eq!(r.updated_at, "t3");
         assert_eq!(r.last_started_at.as_deref(), Some("t4"));
         assert_eq!(r.last_active_at.as_deref(), Some("t5"));
+        assert_eq!(r.last_running_at.as_deref(), Some("t4"));
+        s.touch_warming("sprite-x", "t6").unwrap();
+        s.touch_running("sprite-x", "t7").unwrap();
+        let r = s.sprite_by_id("sprite-x").unwrap().unwrap();
+        assert_eq!(r.last_warming_at.as_deref(), Some("t6"));
+        assert_eq!(r.last_running_at.as_deref(), Some("t7"));
+        assert_eq!(r.last_started_at.as_deref(), Some("t4"));
     }
 }

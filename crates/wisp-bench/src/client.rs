@@ -51,6 +51,22 @@ impl Api {
         Ok(())
     }
 
+    /// `POST /v1/sprites/{name}/sleep?mode=warm|cold` (Wisp's extension).
+    pub async fn sleep(&self, name: &str, cold: bool) -> Result<()> {
+        let mode = if cold { "cold" } else { "warm" };
+        let r = self
+            .http
+            .post(format!("{}/v1/sprites/{name}/sleep", self.base))
+            .query(&[("mode", mode)])
+            .bearer_auth(&self.token)
+            .send()
+            .await?;
+        if r.status().as_u16() != 204 {
+            bail!("sleep {name}: {}", r.status());
+        }
+        Ok(())
+    }
+
     /// Runs `argv` over the exec WebSocket and returns its exit code.
     pub async fn exec_ws(&self, name: &str, argv: &[&str]) -> Result<i32> {
         let mut url = format!(

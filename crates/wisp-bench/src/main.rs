@@ -107,7 +107,25 @@ async fn main() -> Result<()> {
     };
     ws_fig.compare(&nsenter);
     http_fig.compare(&nsenter);
-    figures.extend([ws_fig, http_fig, nsenter]);
+
+    eprintln!("warm and cold wake, {runs} runs each...");
+    let mut warm = Vec::with_capacity(runs);
+    let mut cold = Vec::with_capacity(runs);
+    for _ in 0..runs {
+        api.sleep("bench-warm", false).await?;
+        let t = Instant::now();
+        api.exec_ws("bench-warm", &["true"]).await?;
+        warm.push(t.elapsed());
+        api.sleep("bench-warm", true).await?;
+        let t = Instant::now();
+        api.exec_ws("bench-warm", &["true"]).await?;
+        cold.push(t.elapsed());
+    }
+    let mut warm_fig = Figure::from_samples("wisp: warm wake (frozen -> `true` done)", &warm);
+    let mut cold_fig = Figure::from_samples("wisp: cold wake (stopped -> `true` done)", &cold);
+    warm_fig.compare(&ws_fig);
+    cold_fig.compare(&ws_fig);
+    figures.extend([ws_fig, http_fig, nsenter, warm_fig, cold_fig]);
     api.delete("bench-warm").await?;
 
     report::print_table(&figures);

@@ -2,9 +2,11 @@
 //! TOML or JSON file (`--config`), over built-in defaults.
 
 use std::path::{Path, PathBuf};
+use std::time::Duration;
 
 use clap::Parser;
 use serde::Deserialize;
+use wisp_api::duration::parse_duration;
 use wisp_runtime::config::Limits;
 
 #[derive(Debug, Clone, Parser)]
@@ -47,6 +49,14 @@ pub struct Args {
     /// Use this existing root filesystem as the base image instead of building one.
     #[arg(long, env = "WISP_ROOTFS")]
     pub rootfs: Option<PathBuf>,
+    /// A running sprite with nothing in flight for this long goes warm (frozen); Go-style
+    /// duration (30s, 1m30s, 500ms); 0 disables [default: 30s].
+    #[arg(long, env = "WISP_IDLE_TIMEOUT")]
+    pub idle_timeout: Option<String>,
+    /// A warm sprite still idle this long after going warm goes cold (stopped); 0 disables
+    /// [default: 10m].
+    #[arg(long, env = "WISP_COLD_TIMEOUT")]
+    pub cold_timeout: Option<String>,
 }
 
 /// Subcommands; without one, wispd serves the API.
@@ -76,6 +86,8 @@ pub struct FileConfig {
     pub default_pids: Option<u64>,
     pub url_base: Option<String>,
     pub rootfs: Option<PathBuf>,
+    pub idle_timeout: Option<String>,
+    pub cold_timeout: Option<String>,
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -104,6 +116,10 @@ pub struct Settings {
     pub default_pids: u64,
     pub url_base: Option<String>,
     pub rootfs: Option<PathBuf>,
+    /// Zero: never goes warm by itself.
+    pub idle_timeout: Duration,
+    /// Zero: never goes cold by itself.
+    pub cold_timeout: Duration,
 }
 
 pub const DEFAULT_DATA_DIR: &str = "/var/lib/wisp";
@@ -111,6 +127,22 @@ pub const DEFAULT_LISTEN: &str = "127.0.0.1:7575";
 pub const DEFAULT_MEMORY_MB: u64 = 2048;
 pub const DEFAULT_CPUS: f64 = 2.0;
 pub const DEFAULT_PIDS: u64 = 4096;
+pub const DEFAULT_IDLE_TIMEOUT: Duration = Duration::from_secs(30);
+pub const DEFAULT_COLD_TIMEOUT: Duration = Duration::from_secs(600);
+
+fn duration_setting(
+    key: &'static str,
+    value: Option<String>,
+    default: Duration,
+) -> Result<Duration, ConfigError> {
+    match value {
+        None => Ok(default),
+        Some(v) => parse_duration(&v).map_err(|e| ConfigError::Invalid {
+            key,
+            message: e.to_string(),
+        }),
+    }
+}
 
 impl FileConfig {
     /// Reads a config file: JSON when it ends in `.json`, TOML otherwise.
@@ -168,6 +200,16 @@ impl Settings {
                 .or(file.default_pids)
                 .unwrap_or(DEFAULT_PIDS),
             url_base: args.url_base.or(file.url_base),
+            idle_timeout: duration_setting(
+                "idle_timeout",
+                args.idle_timeout.or(file.idle_timeout),
+                DEFAULT_IDLE_TIMEOUT,
+            )?,
+            cold_timeout: duration_setting(
+                "cold_timeout",
+                args.cold_timeout.or(file.cold_timeout),
+                DEFAULT_COLD_TIMEOUT,
+            )?,
             rootfs: args.rootfs.or(file.rootfs),
             data_dir,
             image_dir,
@@ -239,6 +281,35 @@ mod tests {
         assert_eq!(l.memory_bytes, Some(2048 << 20));
         assert_eq!(l.cpu_millis, Some(2000));
         assert_eq!(l.pids_max, Some(4096));
+        assert_eq!(s.idle_timeout, Duration::from_secs(30));
+        assert_eq!(s.cold_timeout, Duration::from_secs(600));
+    }
+
+    #[test]
+    fn idle_timeouts() {
+        let file: FileConfig =
+            toml::from_str("idle_timeout = \"1m30s\"\ncold_timeout = \"0\"\n").unwrap();
+        let s = Settings::resolve(args(&[]), file.clone(), Path::new("/")).unwrap();
+        assert_eq!(s.idle_timeout, Duration::from_secs(90));
+        assert_eq!(s.cold_timeout, Duration::ZERO);
+        let s =
+            Settings::resolve(args(&["--idle-timeout", "500ms"]), file, Path::new("/")).unwrap();
+        assert_eq!(s.idle_timeout, Duration::from_millis(500));
+        let bad = Settings::resolve(
+            args(&["--cold-timeout", "soon"]),
+            FileConfig::default(),
+            Path::new("/"),
+        );
+        assert!(
+            matches!(
+                bad,
+                Err(ConfigError::Invalid {
+                    key: "cold_timeout",
+                    ..
+                })
+            ),
+            "{bad:?}"
+        );
     }
 
     #[test]

@@ -8,6 +8,7 @@
 // No unsafe code in wispd: raw syscalls belong in wisp-sys.
 #![deny(unsafe_code)]
 
+mod activity;
 mod api;
 mod auth;
 mod bootstrap;
@@ -133,6 +134,13 @@ async fn run(settings: Settings) -> anyhow::Result<()> {
     // Finish what a crash interrupted before serving: otherwise a new create (journal state
     // `creating`) could be taken for an interrupted one and rolled back under the client.
     manager.reconcile().await;
+    tokio::spawn(activity::run_idle_timer(
+        manager.clone(),
+        activity::IdlePolicy {
+            idle_timeout: settings.idle_timeout,
+            cold_timeout: settings.cold_timeout,
+        },
+    ));
 
     let addr_path = data_dir.join(ADDR_FILE);
     fsutil::remove_file_if_exists(&addr_path)?;

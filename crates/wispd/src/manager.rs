@@ -13,6 +13,7 @@ use std::sync::{Arc, Mutex};
 
 use wisp_api::sprite::SpriteStatus;
 
+use crate::activity::Activity;
 use crate::runtime::{Runtime, RuntimeError, SpriteRef, SpriteState as RunState};
 use crate::store::{SpriteRow, SpriteState, Store, StoreError};
 use crate::timefmt;
@@ -45,6 +46,7 @@ pub struct SpriteManager {
     store: Arc<Store>,
     runtime: Arc<dyn Runtime>,
     locks: Mutex<HashMap<String, Arc<tokio::sync::Mutex<()>>>>,
+    activity: Arc<Activity>,
 }
 
 impl std::fmt::Debug for SpriteManager {
@@ -66,12 +68,17 @@ impl SpriteManager {
             store,
             runtime,
             locks: Mutex::new(HashMap::new()),
+            activity: Arc::default(),
         })
     }
 
-    #[cfg(test)]
     pub fn store(&self) -> &Arc<Store> {
         &self.store
+    }
+
+    /// In-flight operations and last activity of every sprite (the idle timer's input).
+    pub fn activity(&self) -> &Arc<Activity> {
+        &self.activity
     }
 
     pub fn runtime(&self) -> &Arc<dyn Runtime> {
@@ -216,6 +223,44 @@ impl SpriteManager {
             }
         }
         Ok(())
+    }
+
+    /// The idle timer's sleep: under the sprite's lock, freezes a *running* sprite
+    /// (`cold == false`) or stops a *warm* one (`cold == true`), but only if `is_idle` still
+    /// holds then. An operation counts itself in flight before it wakes the sprite, and its
+    /// wake waits for this lock, so nothing that started after the timer looked is frozen
+    /// under it. Returns whether the sprite was put to sleep.
+    pub async fn sleep_if_idle(
+        self: &Arc<Self>,
+        row: &SpriteRow,
+        cold: bool,
+        is_idle: impl Fn() -> bool + Send + 'static,
+    ) -> Result<bool, ManagerError> {
+        let id = row.id.clone();
+        self.detached(move |this| async move {
+            let lock = this.lock_for(&id);
+            let _guard = lock.lock().await;
+            let row = this.ready_row(&id)?;
+            let state = this.runtime.state(&id).await?;
+            let from = if cold {
+                RunState::Warm
+            } else {
+                RunState::Running
+            };
+            if state != from || !is_idle() {
+                return Ok(false);
+            }
+            if cold {
+                tracing::info!(sprite_id = %id, name = %row.name, "idle: stopping sprite (cold)");
+                this.runtime.stop(&id).await?;
+            } else {
+                tracing::info!(sprite_id = %id, name = %row.name, "idle: freezing sprite (warm)");
+                this.runtime.freeze(&id).await?;
+                this.store.touch_warming(&id, &timefmt::now())?;
+            }
+            Ok(true)
+        })
+        .await
     }
 
     /// Destroys a sprite and forgets it.
@@ -442,6 +487,32 @@ pub(crate) mod tests {
         // Warm straight to cold.
         m.sleep(&row, false).await.unwrap();
         m.sleep(&row, true).await.unwrap();
+        assert_eq!(m.status(&row.id).await, SpriteStatus::Cold);
+    }
+
+    #[tokio::test]
+    async fn sleep_if_idle_rechecks_under_the_lock() {
+        let (m, _rt) = setup();
+        let row = m.create(new_sprite("i")).await.unwrap();
+        // Busy: nothing happens.
+        assert!(!m.sleep_if_idle(&row, false, || false).await.unwrap());
+        assert_eq!(m.status(&row.id).await, SpriteStatus::Running);
+        // Cold only from warm.
+        assert!(!m.sleep_if_idle(&row, true, || true).await.unwrap());
+        assert_eq!(m.status(&row.id).await, SpriteStatus::Running);
+        assert!(m.sleep_if_idle(&row, false, || true).await.unwrap());
+        assert_eq!(m.status(&row.id).await, SpriteStatus::Warm);
+        assert!(!m.sleep_if_idle(&row, false, || true).await.unwrap());
+        // An operation in flight (counted before its wake) blocks the cold step.
+        let guard = m.activity().begin(&row.id);
+        let a = m.activity().clone();
+        let id = row.id.clone();
+        assert!(!m
+            .sleep_if_idle(&row, true, move || a.in_flight(&id) == 0)
+            .await
+            .unwrap());
+        drop(guard);
+        assert!(m.sleep_if_idle(&row, true, || true).await.unwrap());
         assert_eq!(m.status(&row.id).await, SpriteStatus::Cold);
     }
 

@@ -227,3 +227,93 @@ async fn refusals_and_wake_latency() {
     );
     d.delete("timed").await;
 }
+
+/// The idle timer of these tests: warm after 1 s idle, cold 2 s later.
+const IDLE_ARGS: &[&str] = &["--idle-timeout", "1s", "--cold-timeout", "2s"];
+
+/// Polls the sprite's status until it is `want`; returns how long that took.
+async fn wait_status(d: &TestDaemon, name: &str, want: &str, limit: Duration) -> Duration {
+    let start = Instant::now();
+    loop {
+        let s = status(d, name).await;
+        if s == want {
+            return start.elapsed();
+        }
+        assert!(
+            start.elapsed() < limit,
+            "still {s:?}, not {want:?}, after {limit:?}\n{}",
+            d.log()
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn idle_sprite_goes_warm_then_cold() {
+    let d = TestDaemon::start_real_args(IDLE_ARGS);
+    d.create("idler").await;
+    assert_eq!(d.sh("idler", "echo hi").await, "hi\n");
+    let warm_after = wait_status(&d, "idler", "warm", Duration::from_secs(5)).await;
+    assert!(
+        warm_after >= Duration::from_millis(500),
+        "warm too early: {warm_after:?}"
+    );
+    let cold_after = wait_status(&d, "idler", "cold", Duration::from_secs(5)).await;
+    assert!(
+        cold_after >= Duration::from_millis(1500),
+        "cold too early: {cold_after:?}"
+    );
+    eprintln!("idle: warm after {warm_after:?}, then cold after {cold_after:?}");
+    // An exec wakes it as usual.
+    assert_eq!(d.sh("idler", "echo back").await, "back\n");
+    assert_eq!(status(&d, "idler").await, "running");
+    d.delete("idler").await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn attached_exec_keeps_sprite_running() {
+    let d = TestDaemon::start_real_args(IDLE_ARGS);
+    d.create("busy").await;
+    let (mut ws, _) =
+        common::connect_session(&d, &common::exec_path("busy", &["sleep", "3"], &[])).await;
+    let start = Instant::now();
+    while start.elapsed() < Duration::from_millis(2500) {
+        assert_eq!(status(&d, "busy").await, "running", "{}", d.log());
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+    let e = common::Exec::from(common::collect_for(&mut ws, Duration::from_secs(10)).await);
+    assert_eq!(e.code, Some(0), "{e:?}");
+    // Once it is done, the sprite goes to sleep.
+    wait_status(&d, "busy", "warm", Duration::from_secs(5)).await;
+    d.delete("busy").await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn detached_silent_session_does_not_keep_sprite_awake() {
+    let d = TestDaemon::start_real_args(IDLE_ARGS);
+    d.create("detached").await;
+    let path = common::exec_path("detached", &["sleep", "300"], &[("tty", "true")]);
+    let (ws, info) = common::connect_session(&d, &path).await;
+    let session = info["session_id"].to_string();
+    drop(ws);
+    wait_status(&d, "detached", "warm", Duration::from_secs(5)).await;
+    // The session survives the freeze: the list reads the keeper without waking the sprite.
+    let (code, list) = d.get_json("/v1/sprites/detached/exec").await;
+    assert_eq!(code, StatusCode::OK, "{list}");
+    assert_eq!(list["count"], 1, "{list}");
+    assert_eq!(list["sessions"][0]["id"].to_string(), session, "{list}");
+    assert_eq!(status(&d, "detached").await, "warm");
+    d.delete("detached").await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn streaming_exec_is_never_frozen_mid_run() {
+    let d = TestDaemon::start_real_args(IDLE_ARGS);
+    d.create("chatty").await;
+    let script = "for i in $(seq 30); do echo $i; sleep 0.1; done";
+    let e = d.exec("chatty", &["sh", "-c", script]).await;
+    assert_eq!(e.code, Some(0), "{e:?}");
+    let want: String = (1..=30).map(|i| format!("{i}\n")).collect();
+    assert_eq!(e.stdout_str(), want);
+    d.delete("chatty").await;
+}

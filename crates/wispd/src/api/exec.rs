@@ -4,6 +4,7 @@ use wisp_api::exec::{ExecParams, ExecParamsError};
 
 use super::error::ApiError;
 use super::AppState;
+use crate::activity::ActivityGuard;
 use crate::exec_env::spawn_spec;
 use crate::runtime::{ExecStream, RuntimeError};
 use crate::store::SpriteRow;
@@ -41,15 +42,19 @@ pub fn parse_exec_params(
 pub struct Started {
     pub stream: ExecStream,
     pub is_owner: bool,
+    /// Keeps the sprite awake: hold it for as long as the session is bridged.
+    pub activity: ActivityGuard,
 }
 
 /// Wakes the sprite, then spawns the command or attaches to the session. Runs before any
-/// WebSocket upgrade, so that failures are real HTTP responses.
+/// WebSocket upgrade, so that failures are real HTTP responses. The operation counts as in
+/// flight from before the wake.
 pub async fn start_session(
     st: &AppState,
     row: &SpriteRow,
     params: &ExecParams,
 ) -> Result<Started, ApiError> {
+    let activity = st.manager.activity().begin(&row.id);
     st.manager.wake(row).await?;
     st.manager.touch_active(&row.id);
     let runtime = st.manager.runtime();
@@ -58,6 +63,7 @@ pub async fn start_session(
             Ok(stream) => Ok(Started {
                 stream,
                 is_owner: false,
+                activity,
             }),
             Err(RuntimeError::SessionNotFound) => Err(ApiError::session_not_found(id)),
             Err(e) => Err(e.into()),
@@ -65,6 +71,7 @@ pub async fn start_session(
         None => Ok(Started {
             stream: runtime.spawn(&row.id, spawn_spec(params)).await?,
             is_owner: true,
+            activity,
         }),
     }
 }

@@ -17,6 +17,7 @@ use wisp_api::exec::{
     TextMessage, STREAM_EXIT, STREAM_STDERR, STREAM_STDOUT,
 };
 
+use crate::activity::ActivityGuard;
 use crate::runtime::{ExecEvent, ExecEvents, ExecInput, ExecInputMsg, ExecStream};
 
 /// The JS SDK counts only received messages as liveness (§4.3): send one this often.
@@ -155,8 +156,13 @@ enum Outcome {
 
 type Tx = SplitSink<WebSocket, Message>;
 
-/// Runs one exec connection to the end.
-pub async fn run(socket: WebSocket, stream: ExecStream, opts: BridgeOptions) {
+/// Runs one exec connection to the end; forwarded output counts as `activity`.
+pub async fn run(
+    socket: WebSocket,
+    stream: ExecStream,
+    opts: BridgeOptions,
+    activity: &ActivityGuard,
+) {
     let ExecStream {
         session,
         mut events,
@@ -177,7 +183,8 @@ pub async fn run(socket: WebSocket, stream: ExecStream, opts: BridgeOptions) {
     }
     let (client_tx, mut client_rx) = mpsc::channel(4);
     let reader = tokio::spawn(read_client(rx, input, opts, client_tx));
-    let outcome = forward_output(&mut tx, events.as_mut(), &mut client_rx, opts.tty).await;
+    let outcome =
+        forward_output(&mut tx, events.as_mut(), &mut client_rx, opts.tty, activity).await;
     tracing::debug!(session_id = %session.session_id, ?outcome, "exec connection ending");
     let closing = match outcome {
         Outcome::Exited(code) => end_of_command(code, opts.tty),
@@ -215,6 +222,7 @@ async fn forward_output(
     events: &mut dyn ExecEvents,
     client: &mut mpsc::Receiver<ClientEvent>,
     tty: bool,
+    activity: &ActivityGuard,
 ) -> Outcome {
     let mut keepalive = tokio::time::interval_at(
         tokio::time::Instant::now() + KEEPALIVE_INTERVAL,
@@ -223,8 +231,14 @@ async fn forward_output(
     loop {
         let out = tokio::select! {
             ev = events.next_event() => match ev {
-                Ok(Some(ExecEvent::Stdout(b))) => output_message(tty, STREAM_STDOUT, b),
-                Ok(Some(ExecEvent::Stderr(b))) => output_message(tty, STREAM_STDERR, b),
+                Ok(Some(ExecEvent::Stdout(b))) => {
+                    activity.touch();
+                    output_message(tty, STREAM_STDOUT, b)
+                }
+                Ok(Some(ExecEvent::Stderr(b))) => {
+                    activity.touch();
+                    output_message(tty, STREAM_STDERR, b)
+                }
                 Ok(Some(ExecEvent::Exit(code))) => return Outcome::Exited(code),
                 Ok(None) => return Outcome::SessionLost("the session ended without an exit status".into()),
                 Err(e) => return Outcome::SessionLost(format!("lost the session: {e}")),

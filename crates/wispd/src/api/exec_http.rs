@@ -63,6 +63,8 @@ pub async fn exec_post(
     }
     let started = start_session(&st, &row, &params).await?;
     let events = started.stream.events;
+    // In flight until the response body ends or the client goes.
+    let activity = started.activity;
     let input = started.stream.input;
     // The input half stays alive until the output ends: closing it would detach.
     let pump = if params.stdin {
@@ -70,11 +72,18 @@ pub async fn exec_post(
     } else {
         tokio::spawn(async move { input })
     };
-    let output = futures_util::stream::unfold(Some((events, pump)), |state| async move {
-        let (mut events, pump) = state?;
+    let state = Some((events, pump, activity));
+    let output = futures_util::stream::unfold(state, |state| async move {
+        let (mut events, pump, activity) = state?;
         let chunk = match events.next_event().await {
-            Ok(Some(ExecEvent::Stdout(b))) => encode_stream_frame(STREAM_STDOUT, &b),
-            Ok(Some(ExecEvent::Stderr(b))) => encode_stream_frame(STREAM_STDERR, &b),
+            Ok(Some(ExecEvent::Stdout(b))) => {
+                activity.touch();
+                encode_stream_frame(STREAM_STDOUT, &b)
+            }
+            Ok(Some(ExecEvent::Stderr(b))) => {
+                activity.touch();
+                encode_stream_frame(STREAM_STDERR, &b)
+            }
             Ok(Some(ExecEvent::Exit(code))) => {
                 let last = vec![STREAM_EXIT, exit_byte(code)];
                 return Some((Ok::<_, std::io::Error>(Bytes::from(last)), None));
@@ -85,7 +94,7 @@ pub async fn exec_post(
                 return Some((Err(std::io::Error::other(e.to_string())), None));
             }
         };
-        Some((Ok(Bytes::from(chunk)), Some((events, pump))))
+        Some((Ok(Bytes::from(chunk)), Some((events, pump, activity))))
     });
     Ok((
         [(header::CONTENT_TYPE, "application/octet-stream")],

@@ -105,13 +105,15 @@ async fn upgrade(
         }
     };
     let stream = started.stream;
+    let activity = started.activity;
     let manager = st.manager.clone();
     let sprite_id = row.id.clone();
     let mut res = ws
         .on_failed_upgrade(|e| tracing::debug!("exec upgrade failed: {e}"))
         .on_upgrade(move |socket| async move {
-            exec_bridge::run(socket, stream, opts).await;
+            exec_bridge::run(socket, stream, opts, &activity).await;
             manager.touch_active(&sprite_id);
+            drop(activity);
         })
         .into_response();
     res.headers_mut().insert(

@@ -124,6 +124,8 @@ pub async fn kill(
 ) -> Result<Response, ApiError> {
     let (signal, signal_name, timeout) = parse_kill_params(&query_pairs(raw.as_deref()))?;
     let row = find_sprite(&st, &caller, &name)?;
+    // In flight (counted before the wake) until the kill job ends.
+    let activity = st.manager.activity().begin(&row.id);
     st.manager.wake(&row).await?;
     let runtime = st.manager.runtime().clone();
     // Attaching first tells whether the session exists (404 before any streaming) and is
@@ -142,6 +144,7 @@ pub async fn kill(
         signal_name,
         timeout,
         tx,
+        _activity: activity,
     };
     tokio::spawn(job.run(stream.events, stream.input));
     let body = futures_util::stream::unfold(rx, |mut rx| async move {
@@ -169,6 +172,7 @@ struct KillJob {
     signal_name: String,
     timeout: Duration,
     tx: mpsc::Sender<serde_json::Value>,
+    _activity: crate::activity::ActivityGuard,
 }
 
 enum Waited {

@@ -65,6 +65,7 @@ pub async fn create(
         labels: req.labels.unwrap_or_default(),
     };
     let row = st.manager.create(new).await?;
+    st.manager.activity().touch(&row.id);
     Ok((StatusCode::CREATED, Json(view(&st, &caller, &row).await)))
 }
 

@@ -329,8 +329,12 @@ async fn tty_sessions_and_resize() {
         .unwrap();
     read_until(&mut ws, &mut out, b"40 120\r\n").await;
     // ^C reaches the foreground job through the terminal, as in a real one.
+    // The job itself prints the marker: by then bash has made it the
+    // terminal's foreground group, so the ^C cannot race job setup.
     ws.send(Message::Binary(
-        b"echo ready-$((1+1)); sleep 100\n".to_vec().into(),
+        b"sh -c 'echo ready-$((1+1)); exec sleep 100'\n"
+            .to_vec()
+            .into(),
     ))
     .await
     .unwrap();

@@ -105,6 +105,9 @@ pub struct CreateSpriteRequest {
     pub config: Option<serde_json::Value>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub environment: Option<serde_json::Value>,
+    /// Wisp extension: fork the new sprite from another sprite's checkpoint.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub from: Option<crate::checkpoint::ForkSource>,
 }
 
 /// `PUT /v1/sprites/{name}`: omitted fields stay as they are.

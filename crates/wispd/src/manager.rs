@@ -397,6 +397,9 @@ pub(crate) mod tests {
             self.running.lock().unwrap().remove(id);
             Ok(())
         }
+        async fn root_dir(&self, _: &str) -> Result<std::path::PathBuf, RuntimeError> {
+            Err(RuntimeError::NotRunning)
+        }
         async fn spawn(&self, _: &str, _: SpawnSpec) -> Result<ExecStream, RuntimeError> {
             Err(RuntimeError::NotRunning)
         }

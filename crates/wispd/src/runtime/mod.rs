@@ -149,6 +149,11 @@ pub trait Runtime: Send + Sync + 'static {
     async fn stop(&self, sprite_id: &str) -> Result<(), RuntimeError>;
     /// Stops the sprite and removes everything it had on the host.
     async fn destroy(&self, sprite_id: &str) -> Result<(), RuntimeError>;
+    /// A host path that names the running sprite's root directory as its processes see it
+    /// (`/proc/<init>/root`), for file operations from the host. Open it once and resolve
+    /// everything beneath it with `RESOLVE_IN_ROOT`: the path is only valid while that init
+    /// lives. [`RuntimeError::NotRunning`] when cold.
+    async fn root_dir(&self, sprite_id: &str) -> Result<std::path::PathBuf, RuntimeError>;
     async fn spawn(&self, sprite_id: &str, spec: SpawnSpec) -> Result<ExecStream, RuntimeError>;
     async fn attach(&self, sprite_id: &str, session_id: &str) -> Result<ExecStream, RuntimeError>;
     async fn list_sessions(&self, sprite_id: &str) -> Result<Vec<SessionInfo>, RuntimeError>;

@@ -322,6 +322,19 @@ impl Runtime for NamespaceRuntime {
         Ok(())
     }
 
+    async fn root_dir(&self, sprite_id: &str) -> Result<PathBuf, RuntimeError> {
+        match self
+            .request(sprite_id, &Request::Ping, PING_TIMEOUT, "answer a ping")
+            .await?
+            .1
+        {
+            Reply::Pong { init_pid, .. } if init_pid > 0 => {
+                Ok(PathBuf::from(format!("/proc/{init_pid}/root")))
+            }
+            other => Err(unexpected(&other)),
+        }
+    }
+
     async fn spawn(&self, sprite_id: &str, spec: SpawnSpec) -> Result<ExecStream, RuntimeError> {
         let (conn, reply) = self
             .request(sprite_id, &Request::Spawn(spec), SPAWN_TIMEOUT, "spawn")

@@ -50,6 +50,14 @@ pub enum Command {
     Use(UseArgs),
     /// Save the API URL and/or token to the config file
     Login,
+    /// Checkpoints of a sprite's files: create, list, info, delete, restore
+    #[command(subcommand, visible_alias = "checkpoints")]
+    Checkpoint(CheckpointCommand),
+    /// Restore a sprite's files to a checkpoint (same as `wisp checkpoint restore`); its
+    /// processes are restarted
+    Restore(RestoreArgs),
+    /// Create a new sprite from a checkpoint of another (its latest when none is named)
+    Fork(ForkArgs),
 }
 
 #[derive(Debug, Args)]
@@ -128,6 +136,72 @@ pub struct UseArgs {
     /// Remove .wisp-sprite from this directory
     #[arg(long)]
     pub unset: bool,
+}
+
+#[derive(Debug, Subcommand)]
+pub enum CheckpointCommand {
+    /// Save the sprite's files as a new checkpoint; prints its id
+    Create(CheckpointCreateArgs),
+    /// List the sprite's checkpoints, newest first
+    #[command(visible_alias = "ls")]
+    List(CheckpointListArgs),
+    /// Show one checkpoint
+    Info(CheckpointInfoArgs),
+    /// Delete a checkpoint (not the one the sprite's files descend from)
+    #[command(visible_alias = "rm")]
+    Delete(CheckpointIdArgs),
+    /// Restore the sprite's files to a checkpoint; its processes are restarted
+    Restore(RestoreArgs),
+}
+
+#[derive(Debug, Args)]
+pub struct CheckpointCreateArgs {
+    /// A note to keep with the checkpoint
+    #[arg(long, value_name = "TEXT")]
+    pub comment: Option<String>,
+}
+
+#[derive(Debug, Args)]
+pub struct CheckpointListArgs {
+    /// Also list automatic checkpoints (auto-…)
+    #[arg(long)]
+    pub include_auto: bool,
+    /// Print the checkpoint objects as a JSON array
+    #[arg(long)]
+    pub json: bool,
+}
+
+#[derive(Debug, Args)]
+pub struct CheckpointInfoArgs {
+    /// Checkpoint id (v0, v1, …)
+    pub id: String,
+    /// Print the checkpoint object as JSON
+    #[arg(long)]
+    pub json: bool,
+}
+
+#[derive(Debug, Args)]
+pub struct CheckpointIdArgs {
+    /// Checkpoint id (v0, v1, …)
+    pub id: String,
+}
+
+#[derive(Debug, Args)]
+pub struct RestoreArgs {
+    /// Checkpoint id to restore (v0, v1, …)
+    pub id: String,
+}
+
+#[derive(Debug, Args)]
+pub struct ForkArgs {
+    /// The sprite to fork, optionally with a checkpoint id: SRC or SRC@v3
+    #[arg(value_name = "SRC[@CHECKPOINT]")]
+    pub source: String,
+    /// Name of the new sprite
+    pub name: String,
+    /// Label to attach to the new sprite (repeatable)
+    #[arg(long = "label", value_name = "LABEL")]
+    pub labels: Vec<String>,
 }
 
 #[cfg(test)]

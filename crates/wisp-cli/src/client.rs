@@ -218,6 +218,78 @@ impl Client {
     }
 }
 
+/// Longest silence between two chunks of a progress stream (checkpoint create, restore).
+pub const STREAM_IDLE_TIMEOUT: Duration = Duration::from_secs(300);
+/// Longest progress stream as a whole.
+pub const STREAM_TIMEOUT: Duration = Duration::from_secs(3600);
+
+impl Client {
+    /// A POST whose 200 answer is an NDJSON progress stream (Sprites API §3.6: checkpoint
+    /// create and restore). A non-2xx status is an [`ApiError`] as usual; the events are read
+    /// with [`EventStream::next`].
+    pub async fn post_ndjson(&self, path: &str, body: Option<Value>) -> Result<EventStream<'_>> {
+        let mut rb = self
+            .request(reqwest::Method::POST, path)
+            .timeout(STREAM_TIMEOUT)
+            .header(reqwest::header::ACCEPT, "application/x-ndjson");
+        if let Some(b) = &body {
+            rb = rb.json(b);
+        }
+        let resp = self.send(rb).await?;
+        Ok(EventStream {
+            client: self,
+            resp,
+            lines: crate::ndjson::LineSplitter::default(),
+            ended: false,
+        })
+    }
+}
+
+/// The events of an NDJSON progress stream, one at a time.
+pub struct EventStream<'a> {
+    client: &'a Client,
+    resp: reqwest::Response,
+    lines: crate::ndjson::LineSplitter,
+    ended: bool,
+}
+
+impl EventStream<'_> {
+    /// The next event; `None` once the body has ended. Blank lines and unknown event types are
+    /// skipped.
+    pub async fn next(&mut self) -> Result<Option<wisp_api::checkpoint::StreamEvent>> {
+        use crate::ndjson::parse_event;
+        loop {
+            while let Some(line) = self.lines.next_line() {
+                if let Some(ev) = parse_event(&line)? {
+                    return Ok(Some(ev));
+                }
+            }
+            if self.ended {
+                return match self.lines.finish() {
+                    Some(line) => parse_event(&line),
+                    None => Ok(None),
+                };
+            }
+            let api = &self.client.settings.api_url;
+            match tokio::time::timeout(STREAM_IDLE_TIMEOUT, self.resp.chunk()).await {
+                Err(_) => anyhow::bail!(
+                    "wispd at {api} sent no progress for {} s; the outcome is unknown",
+                    STREAM_IDLE_TIMEOUT.as_secs()
+                ),
+                Ok(Err(e)) if e.is_timeout() => {
+                    anyhow::bail!("wispd at {api} did not finish in time; the outcome is unknown")
+                }
+                Ok(Err(e)) => anyhow::bail!(
+                    "the connection to wispd at {api} broke: {}; the outcome is unknown",
+                    root_cause(&e)
+                ),
+                Ok(Ok(None)) => self.ended = true,
+                Ok(Ok(Some(chunk))) => self.lines.push(&chunk)?,
+            }
+        }
+    }
+}
+
 /// `/v1/sprites/{name}` for a name already checked by [`crate::selection::check_name`].
 pub fn sprite_path(name: &str) -> String {
     format!("/v1/sprites/{name}")

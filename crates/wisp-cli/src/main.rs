@@ -6,6 +6,7 @@ mod client;
 mod cmd;
 mod config;
 mod exec_ws;
+mod ndjson;
 mod selection;
 mod term;
 
@@ -61,6 +62,9 @@ async fn run(cli: Cli) -> i32 {
         Command::Console => cmd::console::run(&ctx).await,
         Command::Use(a) => cmd::use_sprite::run(&ctx, a).await,
         Command::Login => cmd::login::run(&ctx).await,
+        Command::Checkpoint(c) => cmd::checkpoint::run(&ctx, c).await,
+        Command::Restore(a) => cmd::restore::run(&ctx, a).await,
+        Command::Fork(a) => cmd::fork::run(&ctx, a).await,
     };
     match result {
         Ok(code) => code,

@@ -1,12 +1,15 @@
 //! One module per command. Each returns the process exit code.
 
+pub mod checkpoint;
 pub mod console;
 pub mod create;
 pub mod destroy;
 pub mod exec;
+pub mod fork;
 pub mod info;
 pub mod list;
 pub mod login;
+pub mod restore;
 pub mod sleep;
 pub mod use_sprite;
 

@@ -203,13 +203,16 @@ fn setup(cfg: &KeeperConfig) -> Result<(), String> {
         "unshare cgroup namespace",
         unshare(CloneFlags::CLONE_NEWCGROUP),
     )?;
+    // Slave, not private: mounts stop propagating out of the sprite, but the checkpoint views
+    // wispd mounts under the shared `<sprite-dir>/checkpoints` still propagate in. Everything
+    // else of the host's tree is detached below with the old root.
     ctx(
-        "make / private",
+        "make / a slave",
         mount(
             None::<&str>,
             "/",
             None::<&str>,
-            MsFlags::MS_REC | MsFlags::MS_PRIVATE,
+            MsFlags::MS_REC | MsFlags::MS_SLAVE,
             None::<&str>,
         ),
     )?;
@@ -230,6 +233,25 @@ fn setup(cfg: &KeeperConfig) -> Result<(), String> {
     let sprite_dir = root.join(".sprite");
     ensure_dir(&sprite_dir, 0o755)?;
     bind(&cfg.sprite_dir, &sprite_dir, true)?;
+    // The views' tmpfs came along with the recursive bind; the sprite may read it only.
+    let views = sprite_dir.join("checkpoints");
+    if views.is_dir() {
+        ctx(
+            "remount /.sprite/checkpoints read-only",
+            mount(
+                None::<&str>,
+                &views,
+                None::<&str>,
+                MsFlags::MS_BIND
+                    | MsFlags::MS_REMOUNT
+                    | MsFlags::MS_RDONLY
+                    | MsFlags::MS_NOSUID
+                    | MsFlags::MS_NODEV
+                    | MsFlags::MS_NOEXEC,
+                None::<&str>,
+            ),
+        )?;
+    }
 
     let nosuid = MsFlags::MS_NOSUID | MsFlags::MS_NODEV | MsFlags::MS_NOEXEC;
     let proc_dir = root.join("proc");

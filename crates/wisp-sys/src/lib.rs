@@ -6,6 +6,7 @@
 
 #![deny(unsafe_op_in_unsafe_fn)]
 
+pub mod btrfs;
 pub mod fd;
 pub mod net;
 pub mod process;

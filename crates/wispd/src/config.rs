@@ -42,6 +42,13 @@ pub struct Args {
     /// Maximum number of tasks in each sprite [default: 4096].
     #[arg(long, env = "WISP_DEFAULT_PIDS")]
     pub default_pids: Option<u64>,
+    /// Disk quota of each sprite's writable layer in MiB [default: 20480].
+    #[arg(long, env = "WISP_DEFAULT_DISK_MB")]
+    pub default_disk_mb: Option<u64>,
+    /// Size in GiB of the storage pool file made on first start when the data dir is not on
+    /// btrfs [default: 100, or 90% of the free space if less]. Ignored once it exists.
+    #[arg(long, env = "WISP_POOL_SIZE_GB")]
+    pub pool_size_gb: Option<u64>,
     /// Base of sprite URLs: `http://localhost:7575` gives `http://NAME.localhost:7575`
     /// [default: http://localhost:<listen port>].
     #[arg(long, env = "WISP_URL_BASE")]
@@ -84,6 +91,8 @@ pub struct FileConfig {
     pub default_memory_mb: Option<u64>,
     pub default_cpus: Option<f64>,
     pub default_pids: Option<u64>,
+    pub default_disk_mb: Option<u64>,
+    pub pool_size_gb: Option<u64>,
     pub url_base: Option<String>,
     pub rootfs: Option<PathBuf>,
     pub idle_timeout: Option<String>,
@@ -114,6 +123,8 @@ pub struct Settings {
     pub default_memory_mb: u64,
     pub default_cpus: f64,
     pub default_pids: u64,
+    pub default_disk_mb: u64,
+    pub pool_size_gb: Option<u64>,
     pub url_base: Option<String>,
     pub rootfs: Option<PathBuf>,
     /// Zero: never goes warm by itself.
@@ -127,6 +138,7 @@ pub const DEFAULT_LISTEN: &str = "127.0.0.1:7575";
 pub const DEFAULT_MEMORY_MB: u64 = 2048;
 pub const DEFAULT_CPUS: f64 = 2.0;
 pub const DEFAULT_PIDS: u64 = 4096;
+pub const DEFAULT_DISK_MB: u64 = 20 * 1024;
 pub const DEFAULT_IDLE_TIMEOUT: Duration = Duration::from_secs(30);
 pub const DEFAULT_COLD_TIMEOUT: Duration = Duration::from_secs(600);
 
@@ -199,6 +211,11 @@ impl Settings {
                 .default_pids
                 .or(file.default_pids)
                 .unwrap_or(DEFAULT_PIDS),
+            default_disk_mb: args
+                .default_disk_mb
+                .or(file.default_disk_mb)
+                .unwrap_or(DEFAULT_DISK_MB),
+            pool_size_gb: args.pool_size_gb.or(file.pool_size_gb),
             url_base: args.url_base.or(file.url_base),
             idle_timeout: duration_setting(
                 "idle_timeout",
@@ -238,6 +255,17 @@ impl Settings {
         }
         if self.default_pids == 0 {
             return Err(invalid("default_pids", "must be positive"));
+        }
+        if self.default_disk_mb == 0 {
+            return Err(invalid("default_disk_mb", "must be positive"));
+        }
+        if self.pool_size_gb == Some(0) {
+            return Err(invalid("pool_size_gb", "must be positive"));
+        }
+        // The data dir ends up in overlay mount options, where these separate values.
+        let dir = self.data_dir.to_string_lossy();
+        if dir.contains([',', ':']) {
+            return Err(invalid("data_dir", "must not contain ',' or ':'"));
         }
         if self.data_dir.as_os_str().is_empty() {
             return Err(invalid("data_dir", "must not be empty"));

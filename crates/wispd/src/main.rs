@@ -13,6 +13,7 @@ mod api;
 mod auth;
 mod bootstrap;
 mod config;
+mod crash;
 mod exec_env;
 mod fsutil;
 mod image;
@@ -20,6 +21,7 @@ mod image_build;
 mod manager;
 mod reaper;
 mod runtime;
+mod storage;
 mod store;
 mod timefmt;
 
@@ -117,6 +119,18 @@ async fn run(settings: Settings) -> anyhow::Result<()> {
     let org = bootstrap::ensure_admin(&store, &data_dir)?;
     tracing::info!(org = %org.slug, data_dir = %data_dir.display(), "state ready");
 
+    let pool_cfg = storage::PoolConfig {
+        data_dir: data_dir.clone(),
+        size: settings.pool_size_gb.map(|g| g << 30),
+        sprite_quota: Some(settings.default_disk_mb << 20),
+    };
+    let pool: Arc<dyn storage::StoragePool> = Arc::new(
+        tokio::task::spawn_blocking(move || storage::open_pool(&pool_cfg))
+            .await
+            .context("opening the storage pool")?
+            .context("opening the storage pool")?,
+    );
+
     let known = Arc::new(reaper::KnownChildren::default());
     let runtime: Arc<dyn Runtime> = Arc::new(NamespaceRuntime::new(
         NamespaceRuntimeConfig {
@@ -128,8 +142,9 @@ async fn run(settings: Settings) -> anyhow::Result<()> {
             cgroup_parent: "wisp".into(),
         },
         known.clone(),
+        pool.clone(),
     ));
-    let manager = manager::SpriteManager::new(store.clone(), runtime);
+    let manager = manager::SpriteManager::new(store.clone(), runtime, pool);
 
     // Finish what a crash interrupted before serving: otherwise a new create (journal state
     // `creating`) could be taken for an interrupted one and rolled back under the client.

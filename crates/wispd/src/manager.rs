@@ -8,13 +8,19 @@
 //! `destroying`) and [`SpriteManager::reconcile`] finishes or undoes whatever a crash
 //! interrupted.
 
+mod checkpoints;
+
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
 
 use wisp_api::sprite::SpriteStatus;
 
+pub use checkpoints::Progress;
+
 use crate::activity::Activity;
+use crate::crash;
 use crate::runtime::{Runtime, RuntimeError, SpriteRef, SpriteState as RunState};
+use crate::storage::{StorageError, StoragePool};
 use crate::store::{SpriteRow, SpriteState, Store, StoreError};
 use crate::timefmt;
 
@@ -30,6 +36,14 @@ pub enum ManagerError {
     Gone,
     #[error("internal task failed: {0}")]
     Task(String),
+    #[error(transparent)]
+    Storage(#[from] StorageError),
+    #[error("checkpoint {0} not found")]
+    CheckpointNotFound(String),
+    #[error(
+        "checkpoint {0} is the sprite's current checkpoint; restore another one before deleting it"
+    )]
+    CheckpointInUse(String),
 }
 
 /// A validated create request.
@@ -40,11 +54,23 @@ pub struct NewSprite {
     pub url_auth: String,
     pub private_access: Option<String>,
     pub labels: Vec<String>,
+    /// Fork: start from this sprite's checkpoint instead of an empty disk.
+    pub from: Option<ForkFrom>,
+}
+
+/// The source of a fork, as resolved by the API (the sprite exists in the caller's org).
+#[derive(Debug, Clone)]
+pub struct ForkFrom {
+    pub sprite_id: String,
+    pub sprite_name: String,
+    /// `None`: the source's newest checkpoint.
+    pub checkpoint: Option<String>,
 }
 
 pub struct SpriteManager {
     store: Arc<Store>,
     runtime: Arc<dyn Runtime>,
+    pool: Arc<dyn StoragePool>,
     locks: Mutex<HashMap<String, Arc<tokio::sync::Mutex<()>>>>,
     activity: Arc<Activity>,
 }
@@ -63,10 +89,15 @@ fn sprite_ref(row: &SpriteRow) -> SpriteRef {
 }
 
 impl SpriteManager {
-    pub fn new(store: Arc<Store>, runtime: Arc<dyn Runtime>) -> Arc<Self> {
+    pub fn new(
+        store: Arc<Store>,
+        runtime: Arc<dyn Runtime>,
+        pool: Arc<dyn StoragePool>,
+    ) -> Arc<Self> {
         Arc::new(SpriteManager {
             store,
             runtime,
+            pool,
             locks: Mutex::new(HashMap::new()),
             activity: Arc::default(),
         })
@@ -136,12 +167,35 @@ impl SpriteManager {
             Err(StoreError::NameTaken) => return Err(ManagerError::NameTaken(row.name)),
             other => other?,
         }
+        crash::point("create:after-insert");
         let lock = self.lock_for(&row.id);
         let _guard = lock.lock().await;
         let sprite = sprite_ref(&row);
+        let mut v0_comment = String::new();
         let booted = async {
+            if let Some(from) = &new.from {
+                // The source's lock keeps its checkpoint from being deleted under the copy.
+                let src_lock = self.lock_for(&from.sprite_id);
+                let _src = src_lock.lock().await;
+                let ck = self.fork_point(&from.sprite_id, from.checkpoint.as_deref())?;
+                let pool = self.pool.clone();
+                let (src, new_id, ckc) = (from.sprite_id.clone(), row.id.clone(), ck.clone());
+                tokio::task::spawn_blocking(move || pool.fork(&src, &ckc, &new_id))
+                    .await
+                    .map_err(|e| ManagerError::Task(e.to_string()))??;
+                v0_comment = format!("forked from {}@{ck}", from.sprite_name);
+                crash::point("fork:after-snapshot");
+            }
             self.runtime.create(&sprite).await?;
-            self.runtime.start(&sprite).await
+            crash::point("create:after-storage");
+            let pool = self.pool.clone();
+            let id = row.id.clone();
+            tokio::task::spawn_blocking(move || pool.checkpoint(&id, "v0"))
+                .await
+                .map_err(|e| ManagerError::Task(e.to_string()))??;
+            crash::point("create:after-v0");
+            self.runtime.start(&sprite).await?;
+            Ok::<(), ManagerError>(())
         }
         .await;
         if let Err(e) = booted {
@@ -150,12 +204,11 @@ impl SpriteManager {
                 tracing::warn!(sprite_id = %row.id, "rollback: {e2}");
             }
             self.store.delete_sprite(&row.id)?;
-            return Err(e.into());
+            return Err(e);
         }
-        let now = timefmt::now();
         self.store
-            .set_sprite_state(&row.id, SpriteState::Ready, &now)?;
-        self.store.touch_started(&row.id, &now)?;
+            .finish_create(&row.id, &timefmt::now(), &v0_comment)?;
+        self.refresh_views(&row.id).await;
         tracing::info!(sprite_id = %row.id, name = %row.name, "sprite created");
         self.store.sprite_by_id(&row.id)?.ok_or(ManagerError::Gone)
     }
@@ -192,6 +245,7 @@ impl SpriteManager {
                 tracing::info!(sprite_id = %id, name = %row.name, "waking sprite");
                 self.runtime.start(&sprite_ref(&row)).await?;
                 self.store.touch_started(id, &timefmt::now())?;
+                self.refresh_views(id).await;
             }
         }
         Ok(())
@@ -273,9 +327,11 @@ impl SpriteManager {
     async fn destroy_inner(&self, id: &str) -> Result<(), ManagerError> {
         self.store
             .set_sprite_state(id, SpriteState::Destroying, &timefmt::now())?;
+        crash::point("destroy:after-mark");
         let lock = self.lock_for(id);
         let _guard = lock.lock().await;
         self.runtime.destroy(id).await?;
+        crash::point("destroy:after-runtime");
         self.store.delete_sprite(id)?;
         self.forget_lock(id);
         Ok(())
@@ -326,6 +382,19 @@ impl SpriteManager {
             if let Err(e) = self.destroy(&row).await {
                 tracing::error!(sprite_id = %row.id, "reconcile: {e}");
             }
+        }
+        if let Err(e) = self.reconcile_storage().await {
+            tracing::error!("reconcile storage: {e}");
+        }
+        // Checkpoint views are host mounts: after a reboot they are gone, after a crash they
+        // may be stale.
+        match self.store.sprites_in_state(SpriteState::Ready) {
+            Ok(rows) => {
+                for row in rows {
+                    self.refresh_views(&row.id).await;
+                }
+            }
+            Err(e) => tracing::error!("reconcile views: {e}"),
         }
     }
 }
@@ -397,6 +466,9 @@ pub(crate) mod tests {
             self.running.lock().unwrap().remove(id);
             Ok(())
         }
+        async fn show_checkpoints(&self, _: &str, _: &[String]) -> Result<(), RuntimeError> {
+            Ok(())
+        }
         async fn root_dir(&self, _: &str) -> Result<std::path::PathBuf, RuntimeError> {
             Err(RuntimeError::NotRunning)
         }
@@ -414,6 +486,68 @@ pub(crate) mod tests {
         }
     }
 
+    /// A pool that only remembers which checkpoints exist.
+    #[derive(Debug, Default)]
+    pub struct FakePool {
+        pub snaps: Mutex<std::collections::HashSet<(String, String)>>,
+        pub live: Mutex<std::collections::HashSet<String>>,
+    }
+
+    impl StoragePool for FakePool {
+        fn layer_dirs(&self, id: &str) -> crate::storage::LayerDirs {
+            crate::storage::LayerDirs {
+                upper: format!("/fake/{id}/upper").into(),
+                work: format!("/fake/{id}/work").into(),
+            }
+        }
+        fn create(&self, id: &str) -> Result<(), StorageError> {
+            self.live.lock().unwrap().insert(id.into());
+            Ok(())
+        }
+        fn exists(&self, id: &str) -> bool {
+            self.live.lock().unwrap().contains(id)
+        }
+        fn sync(&self, _: &str) -> Result<(), StorageError> {
+            Ok(())
+        }
+        fn checkpoint(&self, id: &str, ck: &str) -> Result<(), StorageError> {
+            self.snaps.lock().unwrap().insert((id.into(), ck.into()));
+            Ok(())
+        }
+        fn has_checkpoint(&self, id: &str, ck: &str) -> bool {
+            self.snaps.lock().unwrap().contains(&(id.into(), ck.into()))
+        }
+        fn checkpoint_upper(&self, id: &str, ck: &str) -> std::path::PathBuf {
+            format!("/fake/{id}/{ck}").into()
+        }
+        fn restore(&self, id: &str, ck: &str) -> Result<(), StorageError> {
+            if self.has_checkpoint(id, ck) {
+                Ok(())
+            } else {
+                Err(StorageError::NotFound(ck.into()))
+            }
+        }
+        fn fork(&self, src: &str, ck: &str, new: &str) -> Result<(), StorageError> {
+            self.restore(src, ck)?;
+            self.create(new)
+        }
+        fn delete_checkpoint(&self, id: &str, ck: &str) -> Result<(), StorageError> {
+            self.snaps.lock().unwrap().remove(&(id.into(), ck.into()));
+            Ok(())
+        }
+        fn destroy(&self, id: &str) -> Result<(), StorageError> {
+            self.live.lock().unwrap().remove(id);
+            self.snaps.lock().unwrap().retain(|(s, _)| s != id);
+            Ok(())
+        }
+        fn sprite_ids(&self) -> Result<Vec<String>, StorageError> {
+            Ok(self.live.lock().unwrap().iter().cloned().collect())
+        }
+        fn collect_garbage(&self) -> Result<(), StorageError> {
+            Ok(())
+        }
+    }
+
     fn setup() -> (Arc<SpriteManager>, Arc<FakeRuntime>) {
         let store = Arc::new(Store::open_in_memory().unwrap());
         store
@@ -425,7 +559,8 @@ pub(crate) mod tests {
             })
             .unwrap();
         let rt = Arc::new(FakeRuntime::default());
-        (SpriteManager::new(store, rt.clone()), rt)
+        let pool = Arc::new(FakePool::default());
+        (SpriteManager::new(store, rt.clone(), pool), rt)
     }
 
     fn new_sprite(name: &str) -> NewSprite {
@@ -435,6 +570,7 @@ pub(crate) mod tests {
             url_auth: "sprite".into(),
             private_access: None,
             labels: vec![],
+            from: None,
         }
     }
 

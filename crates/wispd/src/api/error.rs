@@ -87,6 +87,7 @@ impl From<RuntimeError> for ApiError {
             | RuntimeError::Timeout(_)
             | RuntimeError::Image(_)
             | RuntimeError::ResourceExhausted(_) => ApiError::unavailable(e),
+            RuntimeError::Storage(s) => s.into(),
             other => ApiError::internal(other),
         }
     }
@@ -98,7 +99,20 @@ impl From<ManagerError> for ApiError {
             ManagerError::NameTaken(_) => ApiError::new(StatusCode::CONFLICT, e.to_string()),
             ManagerError::Gone => ApiError::sprite_not_found(),
             ManagerError::Runtime(r) => r.into(),
+            ManagerError::Storage(s) => s.into(),
+            ManagerError::CheckpointNotFound(_) => ApiError::not_found(e.to_string()),
+            ManagerError::CheckpointInUse(_) => ApiError::new(StatusCode::CONFLICT, e.to_string()),
             ManagerError::Store(_) | ManagerError::Task(_) => ApiError::internal(e),
+        }
+    }
+}
+
+impl From<crate::storage::StorageError> for ApiError {
+    fn from(e: crate::storage::StorageError) -> Self {
+        use crate::storage::StorageError;
+        match e {
+            StorageError::Full(_) => ApiError::new(StatusCode::INSUFFICIENT_STORAGE, e.to_string()),
+            other => ApiError::internal(other),
         }
     }
 }

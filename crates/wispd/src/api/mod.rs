@@ -2,6 +2,7 @@
 //! including requests that match no route or no method.
 
 mod auth;
+mod checkpoints;
 mod error;
 mod exec;
 mod exec_bridge;
@@ -59,6 +60,16 @@ pub fn router(state: AppState) -> Router {
                 .delete(sprites::destroy),
         )
         .route("/v1/sprites/{name}/sleep", post(sprites::sleep))
+        .route("/v1/sprites/{name}/checkpoint", post(checkpoints::create))
+        .route("/v1/sprites/{name}/checkpoints", get(checkpoints::list))
+        .route(
+            "/v1/sprites/{name}/checkpoints/{id}",
+            get(checkpoints::get).delete(checkpoints::delete),
+        )
+        .route(
+            "/v1/sprites/{name}/checkpoints/{id}/restore",
+            post(checkpoints::restore),
+        )
         .route(
             "/v1/sprites/{name}/exec",
             get(exec_ws::exec_get)

@@ -15,7 +15,7 @@ use super::list_params::{encode_token, parse_list_params};
 use super::view::sprite_object;
 use super::AppState;
 use crate::auth::Caller;
-use crate::manager::NewSprite;
+use crate::manager::{ForkFrom, NewSprite};
 use crate::store::SpriteRow;
 use crate::timefmt;
 
@@ -56,6 +56,26 @@ pub async fn create(
     let name = req.name.unwrap_or_default();
     validate_sprite_name(&name).map_err(name_error)?;
     validate_settings(req.url_settings.as_ref(), req.labels.as_deref())?;
+    let from = match &req.from {
+        None => None,
+        Some(src) => {
+            if let Some(ck) = &src.checkpoint {
+                if !wisp_api::checkpoint::is_valid_checkpoint_id(ck) {
+                    return Err(ApiError::bad_request(format!(
+                        "from.checkpoint: {ck:?} is not a checkpoint id (v0, v1, ... or auto-...)"
+                    )));
+                }
+            }
+            let row = find_sprite(&st, &caller, &src.sprite).map_err(|_| {
+                ApiError::not_found(format!("from.sprite: sprite {:?} not found", src.sprite))
+            })?;
+            Some(ForkFrom {
+                sprite_id: row.id,
+                sprite_name: row.name,
+                checkpoint: src.checkpoint.clone(),
+            })
+        }
+    };
     let url = req.url_settings.unwrap_or_default();
     let new = NewSprite {
         org_id: caller.org_id.clone(),
@@ -63,6 +83,7 @@ pub async fn create(
         url_auth: url.auth.unwrap_or_else(|| URL_AUTH_SPRITE.to_string()),
         private_access: url.private_access,
         labels: req.labels.unwrap_or_default(),
+        from,
     };
     let row = st.manager.create(new).await?;
     st.manager.activity().touch(&row.id);

@@ -54,6 +54,8 @@ pub enum RuntimeError {
     ResourceExhausted(String),
     #[error("keeper protocol: {0}")]
     Protocol(#[from] wisp_runtime::proto::ProtoError),
+    #[error(transparent)]
+    Storage(#[from] crate::storage::StorageError),
     #[error("timed out waiting for the keeper to {0}")]
     Timeout(&'static str),
 }
@@ -153,6 +155,14 @@ pub trait Runtime: Send + Sync + 'static {
     /// (`/proc/<init>/root`), for file operations from the host. Open it once and resolve
     /// everything beneath it with `RESOLVE_IN_ROOT`: the path is only valid while that init
     /// lives. [`RuntimeError::NotRunning`] when cold.
+    /// Makes exactly these checkpoints visible, read-only, at `/.sprite/checkpoints/<id>/`
+    /// inside a running sprite (a no-op when it is cold; its next start shows nothing until
+    /// called again).
+    async fn show_checkpoints(
+        &self,
+        sprite_id: &str,
+        checkpoint_ids: &[String],
+    ) -> Result<(), RuntimeError>;
     async fn root_dir(&self, sprite_id: &str) -> Result<std::path::PathBuf, RuntimeError>;
     async fn spawn(&self, sprite_id: &str, spec: SpawnSpec) -> Result<ExecStream, RuntimeError>;
     async fn attach(&self, sprite_id: &str, session_id: &str) -> Result<ExecStream, RuntimeError>;

@@ -9,11 +9,10 @@ use std::path::{Path, PathBuf};
 pub struct SpritePaths {
     /// `<data-dir>/sprites/<id>`: everything persistent of the sprite.
     pub base: PathBuf,
-    /// overlayfs upper and work dirs (same filesystem).
-    pub upper: PathBuf,
-    pub work: PathBuf,
     /// Host side of `/.sprite`.
     pub sprite_dir: PathBuf,
+    /// Host side of `/.sprite/checkpoints` (a shared tmpfs holding the views).
+    pub checkpoint_views: PathBuf,
     /// Empty mount point of the root (mounted only inside the sprite's mount namespace).
     pub root: PathBuf,
     pub socket: PathBuf,
@@ -26,9 +25,8 @@ impl SpritePaths {
         let base = data_dir.join("sprites").join(sprite_id);
         let run = data_dir.join("run");
         SpritePaths {
-            upper: base.join("upper"),
-            work: base.join("work"),
             sprite_dir: base.join("sprite-dir"),
+            checkpoint_views: base.join("sprite-dir").join("checkpoints"),
             root: base.join("root"),
             base,
             socket: run.join(format!("{sprite_id}.sock")),
@@ -50,7 +48,10 @@ mod tests {
     #[test]
     fn layout() {
         let p = SpritePaths::new(Path::new("/var/lib/wisp"), "sprite-1");
-        assert_eq!(p.upper, Path::new("/var/lib/wisp/sprites/sprite-1/upper"));
+        assert_eq!(
+            p.checkpoint_views,
+            Path::new("/var/lib/wisp/sprites/sprite-1/sprite-dir/checkpoints")
+        );
         assert_eq!(p.socket, Path::new("/var/lib/wisp/run/sprite-1.sock"));
         assert_eq!(p.config, Path::new("/var/lib/wisp/run/sprite-1.json"));
         assert_eq!(p.log, Path::new("/var/lib/wisp/logs/sprite-1.keeper.log"));

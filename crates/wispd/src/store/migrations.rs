@@ -46,6 +46,24 @@ pub const MIGRATIONS: &[&str] = &[
     ALTER TABLE sprites ADD COLUMN last_warming_at TEXT;
     ALTER TABLE sprites ADD COLUMN last_running_at TEXT;
     "#,
+    // 3: checkpoints. `state` is the journal of each one (`pending` rows are never listed and
+    // are rolled back at start); on the sprite, the counter of user checkpoint ids, the
+    // checkpoint its live layer descends from, and the target of a restore in progress.
+    r#"
+    CREATE TABLE checkpoints (
+        sprite_id   TEXT NOT NULL REFERENCES sprites(id) ON DELETE CASCADE,
+        id          TEXT NOT NULL,
+        state       TEXT NOT NULL CHECK (state IN ('pending', 'ready', 'deleting')),
+        is_auto     INTEGER NOT NULL DEFAULT 0,
+        comment     TEXT NOT NULL DEFAULT '',
+        source_id   TEXT,
+        created_at  TEXT NOT NULL,
+        PRIMARY KEY (sprite_id, id)
+    );
+    ALTER TABLE sprites ADD COLUMN next_checkpoint INTEGER NOT NULL DEFAULT 0;
+    ALTER TABLE sprites ADD COLUMN current_checkpoint TEXT;
+    ALTER TABLE sprites ADD COLUMN restoring TEXT;
+    "#,
 ];
 
 /// Brings the schema up to date, one transaction per step, so a crash leaves the database at

@@ -5,6 +5,7 @@
 //! connection sits behind a plain `std::sync::Mutex` and is used from async code directly; no
 //! lock is ever held across an `.await`.
 
+mod checkpoints;
 mod migrations;
 mod orgs;
 mod sprites;
@@ -15,6 +16,7 @@ use std::time::Duration;
 
 use rusqlite::Connection;
 
+pub use checkpoints::{CheckpointRow, CheckpointState};
 pub use orgs::{Organization, TokenRecord};
 pub use sprites::{SpriteRow, SpriteState};
 

@@ -232,6 +232,7 @@ impl Drop for TestDaemon {
         // with it. (Callers that pass `data_dir` clean up with `shutdown_keepers`.)
         if self.owned_dir.is_some() {
             shutdown_keepers(&self.data_dir);
+            unmount_all(&self.data_dir);
         }
         if std::thread::panicking() {
             eprintln!(
@@ -251,6 +252,28 @@ pub struct KeeperCleanup(pub PathBuf);
 impl Drop for KeeperCleanup {
     fn drop(&mut self) {
         shutdown_keepers(&self.0);
+        unmount_all(&self.0);
+    }
+}
+
+/// Lazily unmounts everything wispd mounted under `data_dir` (the storage pool, checkpoint
+/// views), deepest first, so that the directory can be removed.
+pub fn unmount_all(data_dir: &Path) {
+    let Ok(dir) = data_dir.canonicalize() else {
+        return;
+    };
+    let Ok(info) = fs::read_to_string("/proc/self/mountinfo") else {
+        return;
+    };
+    let mut mounts: Vec<PathBuf> = info
+        .lines()
+        .filter_map(|l| l.split(' ').nth(4))
+        .map(PathBuf::from)
+        .filter(|p| p.starts_with(&dir))
+        .collect();
+    mounts.sort_by_key(|p| std::cmp::Reverse(p.components().count()));
+    for m in mounts {
+        let _ = nix::mount::umount2(&m, nix::mount::MntFlags::MNT_DETACH);
     }
 }
 

@@ -1,0 +1,127 @@
+//! Read-only views of a sprite's latest checkpoints at `/.sprite/checkpoints/<id>/` inside it.
+//!
+//! The host side of that directory (`<sprite-dir>/checkpoints`) is a small tmpfs made a
+//! *shared* mount before the sprite's keeper starts. The sprite's mount namespace gets a copy
+//! of it, which its init turns into a read-only *slave*: every view wispd mounts or unmounts
+//! here later propagates into the running sprite, and nothing propagates back.
+//!
+//! A view is an overlay with two lower layers and no upper (so read-only by construction):
+//! the checkpoint's upper dir over the base image, i.e. the sprite's whole filesystem as it
+//! was at that checkpoint.
+
+use std::io;
+use std::path::{Path, PathBuf};
+
+use nix::mount::{mount, umount2, MntFlags, MsFlags};
+
+use super::pool_mount::unescape_mountinfo;
+
+/// How many checkpoints are visible inside a sprite.
+pub const VISIBLE: usize = 5;
+
+/// One checkpoint to show: its id and its (read-only) upper dir.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct View {
+    pub id: String,
+    pub upper: PathBuf,
+}
+
+fn ctx(what: String) -> impl FnOnce(nix::Error) -> io::Error {
+    move |e| io::Error::new(io::Error::from(e).kind(), format!("{what}: {e}"))
+}
+
+/// Mount points strictly below `dir`, deepest first.
+fn mounts_below(dir: &Path) -> io::Result<Vec<PathBuf>> {
+    let info = std::fs::read_to_string("/proc/self/mountinfo")?;
+    let mut found: Vec<PathBuf> = info
+        .lines()
+        .filter_map(|l| l.split(' ').nth(4))
+        .map(|mp| PathBuf::from(unescape_mountinfo(mp)))
+        .filter(|mp| mp.starts_with(dir) && mp != dir)
+        .collect();
+    found.sort_by_key(|p| std::cmp::Reverse(p.components().count()));
+    found.dedup();
+    Ok(found)
+}
+
+fn is_mount_point(dir: &Path) -> io::Result<bool> {
+    let info = std::fs::read_to_string("/proc/self/mountinfo")?;
+    Ok(info
+        .lines()
+        .filter_map(|l| l.split(' ').nth(4))
+        .any(|mp| Path::new(&unescape_mountinfo(mp)) == dir))
+}
+
+/// Makes `dir` the shared tmpfs the views hang from (a no-op if it already is). Must run
+/// before the sprite's keeper starts, or the sprite will not see later views.
+pub fn prepare(dir: &Path) -> io::Result<()> {
+    std::fs::create_dir_all(dir)?;
+    if !is_mount_point(dir)? {
+        // Tiny on purpose: it only ever holds empty mount point directories.
+        mount(
+            Some("wisp-checkpoints"),
+            dir,
+            Some("tmpfs"),
+            MsFlags::MS_NOSUID | MsFlags::MS_NODEV | MsFlags::MS_NOEXEC,
+            Some("size=64k,nr_inodes=256,mode=755"),
+        )
+        .map_err(ctx(format!("mounting tmpfs on {}", dir.display())))?;
+    }
+    mount(
+        None::<&str>,
+        dir,
+        None::<&str>,
+        MsFlags::MS_SHARED,
+        None::<&str>,
+    )
+    .map_err(ctx(format!("making {} shared", dir.display())))
+}
+
+/// Makes the views under `dir` exactly `wanted` over the base image `base`.
+pub fn sync(dir: &Path, wanted: &[View], base: &Path) -> io::Result<()> {
+    prepare(dir)?;
+    let mounted = mounts_below(dir)?;
+    for mp in &mounted {
+        let keep = wanted.iter().any(|v| dir.join(&v.id) == *mp);
+        if !keep {
+            umount2(mp, MntFlags::MNT_DETACH)
+                .map_err(ctx(format!("unmounting {}", mp.display())))?;
+            let _ = std::fs::remove_dir(mp);
+        }
+    }
+    for v in wanted {
+        let target = dir.join(&v.id);
+        if mounted.contains(&target) {
+            continue;
+        }
+        match std::fs::create_dir(&target) {
+            Ok(()) => {}
+            Err(e) if e.kind() == io::ErrorKind::AlreadyExists => {}
+            Err(e) => return Err(e),
+        }
+        let opts = format!("lowerdir={}:{}", v.upper.display(), base.display());
+        mount(
+            Some("wisp-checkpoint"),
+            &target,
+            Some("overlay"),
+            MsFlags::MS_RDONLY | MsFlags::MS_NOSUID | MsFlags::MS_NODEV,
+            Some(opts.as_str()),
+        )
+        .map_err(ctx(format!(
+            "mounting checkpoint view {}",
+            target.display()
+        )))?;
+    }
+    Ok(())
+}
+
+/// Unmounts every view and the tmpfs itself (the sprite stopped or is being destroyed).
+pub fn clear(dir: &Path) -> io::Result<()> {
+    for mp in mounts_below(dir)? {
+        umount2(&mp, MntFlags::MNT_DETACH).map_err(ctx(format!("unmounting {}", mp.display())))?;
+    }
+    if is_mount_point(dir)? {
+        umount2(dir, MntFlags::MNT_DETACH).map_err(ctx(format!("unmounting {}", dir.display())))?;
+    }
+    Ok(())
+}

@@ -5,66 +5,8 @@
 
 mod common;
 
-use std::path::{Path, PathBuf};
-
 use common::{dead_url, Daemon, Run, Wisp};
 use serde_json::Value;
-
-/// A [`Daemon`] whose storage pool is unmounted once it is gone. wispd keeps its btrfs pool
-/// (a loop-mounted file under the data dir) mounted when it exits, and `Daemon`'s clean-up
-/// does not unmount it, so each test would leave a mount and a loop device behind.
-struct PoolDaemon {
-    daemon: Option<Daemon>,
-    data: PathBuf,
-}
-
-impl PoolDaemon {
-    fn start() -> PoolDaemon {
-        let daemon = Daemon::start();
-        let data = daemon.data_dir().to_path_buf();
-        PoolDaemon {
-            daemon: Some(daemon),
-            data,
-        }
-    }
-}
-
-impl std::ops::Deref for PoolDaemon {
-    type Target = Daemon;
-    fn deref(&self) -> &Daemon {
-        self.daemon.as_ref().expect("daemon")
-    }
-}
-
-impl Drop for PoolDaemon {
-    fn drop(&mut self) {
-        // Runs even when the daemon's own clean-up panics.
-        struct Unmount<'a>(&'a Path);
-        impl Drop for Unmount<'_> {
-            fn drop(&mut self) {
-                unmount_under(self.0);
-                let _ = std::fs::remove_dir_all(self.0);
-            }
-        }
-        let _unmount = Unmount(&self.data);
-        drop(self.daemon.take());
-    }
-}
-
-/// Lazily unmounts every mount at or below `dir`, deepest first.
-fn unmount_under(dir: &Path) {
-    let info = std::fs::read_to_string("/proc/self/mountinfo").unwrap_or_default();
-    let mut mounts: Vec<PathBuf> = info
-        .lines()
-        .filter_map(|l| l.split(' ').nth(4))
-        .map(PathBuf::from)
-        .filter(|p| p.starts_with(dir))
-        .collect();
-    mounts.sort_by_key(|p| std::cmp::Reverse(p.components().count()));
-    for m in mounts {
-        let _ = nix::mount::umount2(&m, nix::mount::MntFlags::MNT_DETACH);
-    }
-}
 
 const FILE: &str = "/home/sprite/data.txt";
 
@@ -132,7 +74,7 @@ async fn ids(d: &Daemon, sprite: &str) -> Vec<String> {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn create_list_restore_delete() {
-    let d = PoolDaemon::start();
+    let d = Daemon::start();
     d.create("ck-box").await;
     write(&d, "ck-box", "one").await;
     let first = checkpoint(&d, "ck-box", Some("first save")).await;
@@ -294,7 +236,7 @@ async fn create_list_restore_delete() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn fork_from_latest_and_named_checkpoints() {
-    let d = PoolDaemon::start();
+    let d = Daemon::start();
     d.create("fk-src").await;
     write(&d, "fk-src", "saved").await;
     let id = checkpoint(&d, "fk-src", Some("for forks")).await;

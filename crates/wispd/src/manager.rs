@@ -494,6 +494,9 @@ pub(crate) mod tests {
     }
 
     impl StoragePool for FakePool {
+        fn check_space(&self) -> Result<(), StorageError> {
+            Ok(())
+        }
         fn layer_dirs(&self, id: &str) -> crate::storage::LayerDirs {
             crate::storage::LayerDirs {
                 upper: format!("/fake/{id}/upper").into(),

@@ -208,6 +208,9 @@ impl Daemon {
             problems.push(format!("a process of this daemon was left running: {pid}"));
             let _ = kill(Pid::from_raw(pid), Signal::SIGKILL);
         }
+        // wispd leaves its storage pool (a loop-mounted btrfs under the data dir) mounted
+        // when it exits, as it must across restarts; a test's daemon takes it along.
+        unmount_under(self.data.path());
         problems
     }
 
@@ -597,4 +600,22 @@ pub fn dead_url() -> String {
     let url = format!("http://{}", l.local_addr().expect("addr"));
     drop(l);
     url
+}
+
+/// Lazily unmounts every mount at or below `dir`, deepest first.
+pub fn unmount_under(dir: &Path) {
+    let Ok(dir) = dir.canonicalize() else {
+        return;
+    };
+    let info = std::fs::read_to_string("/proc/self/mountinfo").unwrap_or_default();
+    let mut mounts: Vec<PathBuf> = info
+        .lines()
+        .filter_map(|l| l.split(' ').nth(4))
+        .map(PathBuf::from)
+        .filter(|p| p.starts_with(&dir))
+        .collect();
+    mounts.sort_by_key(|p| std::cmp::Reverse(p.components().count()));
+    for m in mounts {
+        let _ = nix::mount::umount2(&m, nix::mount::MntFlags::MNT_DETACH);
+    }
 }

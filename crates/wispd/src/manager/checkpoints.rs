@@ -140,6 +140,8 @@ impl SpriteManager {
             let lock = this.lock_for(&id);
             let _guard = lock.lock().await;
             this.ready_row(&id)?;
+            let pool = this.pool.clone();
+            blocking(move || pool.check_space()).await??;
             progress.info("Creating checkpoint...");
             let ck = this.take_checkpoint(&id, false, &comment).await?;
             this.refresh_views(&id).await;

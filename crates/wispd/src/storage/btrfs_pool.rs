@@ -149,7 +149,27 @@ impl BtrfsPool {
     }
 }
 
+/// Space kept free for metadata, restores and deletes: 2% of the pool, within 16 MiB–1 GiB.
+fn reserve(total: u64) -> u64 {
+    (total / 50).clamp(16 << 20, 1 << 30)
+}
+
 impl StoragePool for BtrfsPool {
+    fn check_space(&self) -> Result<(), StorageError> {
+        let st = nix::sys::statvfs::statvfs(&self.root)
+            .map_err(|e| StorageError::io("statfs of the pool", e.into()))?;
+        let total = st.blocks() * st.fragment_size();
+        let free = st.blocks_available() * st.fragment_size();
+        if free < reserve(total) {
+            return Err(StorageError::Full(format!(
+                "{} MiB free of {} MiB",
+                free >> 20,
+                total >> 20
+            )));
+        }
+        Ok(())
+    }
+
     fn layer_dirs(&self, sprite_id: &str) -> LayerDirs {
         let live = self.live(sprite_id);
         LayerDirs {
@@ -162,6 +182,7 @@ impl StoragePool for BtrfsPool {
         self.ensure_dirs(sprite_id)?;
         let live = self.live(sprite_id);
         if !live.exists() {
+            self.check_space()?;
             btrfs::create_subvolume(&self.sprite_dir(sprite_id), LIVE)
                 .map_err(|e| StorageError::io(format!("creating {}", live.display()), e))?;
         }
@@ -218,6 +239,7 @@ impl StoragePool for BtrfsPool {
                 "checkpoint {checkpoint_id}"
             )));
         }
+        self.check_space()?;
         self.replace_live_with(new_id, &source)
     }
 

@@ -64,6 +64,10 @@ pub trait StoragePool: Send + Sync + std::fmt::Debug + 'static {
     /// Makes an empty live layer (a no-op if it exists), limited to the pool's per-sprite
     /// quota.
     fn create(&self, sprite_id: &str) -> Result<(), StorageError>;
+    /// [`StorageError::Full`] when the pool is down to its reserve: new sprites, forks and
+    /// user checkpoints stop there, so that the space left keeps restores and deletes (which
+    /// free space) working.
+    fn check_space(&self) -> Result<(), StorageError>;
     /// Whether the sprite has a live layer.
     fn exists(&self, sprite_id: &str) -> bool;
     /// Flushes the live layer's dirty data, so that a following checkpoint is quick.

@@ -51,7 +51,7 @@ uses_systemd() {
 
 # ---------------------------------------------------------------------------------------------
 step "Debian packages"
-PKGS=(debootstrap ca-certificates curl iproute2 util-linux procps)
+PKGS=(debootstrap btrfs-progs ca-certificates curl iproute2 util-linux procps)
 if [[ $SKIP_BUILD != 1 ]]; then PKGS+=(build-essential pkg-config); fi
 # Nice to have; not available everywhere (debian-archive-keyring is in Ubuntu's universe).
 OPTIONAL_PKGS=(debian-archive-keyring psmisc nftables)

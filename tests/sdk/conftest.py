@@ -188,6 +188,10 @@ def remove_data_dir(path: pathlib.Path) -> None:
     if os.environ.get("WISP_KEEP_TEST_DATA") == "1":
         print(f"keeping test data dir {path}")
         return
+    # wispd keeps its storage pool (a loop-mounted btrfs) and checkpoint views mounted
+    # across its own restarts; the test's daemon is gone, so they go too, deepest first.
+    for point in sorted(mounts_under(path), key=lambda p: -p.count("/")):
+        subprocess.run(["umount", "-l", point], check=False)
     left = mounts_under(path)
     if left:
         # Never recurse into a mount (a sprite root, a storage pool): leave it for inspection.

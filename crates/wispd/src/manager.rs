@@ -9,6 +9,7 @@
 //! interrupted.
 
 mod checkpoints;
+mod hooks;
 
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
@@ -208,7 +209,7 @@ impl SpriteManager {
         }
         self.store
             .finish_create(&row.id, &timefmt::now(), &v0_comment)?;
-        self.refresh_views(&row.id).await;
+        self.after_start(&row.id).await;
         tracing::info!(sprite_id = %row.id, name = %row.name, "sprite created");
         self.store.sprite_by_id(&row.id)?.ok_or(ManagerError::Gone)
     }
@@ -245,7 +246,7 @@ impl SpriteManager {
                 tracing::info!(sprite_id = %id, name = %row.name, "waking sprite");
                 self.runtime.start(&sprite_ref(&row)).await?;
                 self.store.touch_started(id, &timefmt::now())?;
-                self.refresh_views(id).await;
+                self.after_start(id).await;
             }
         }
         Ok(())
@@ -391,7 +392,7 @@ impl SpriteManager {
         match self.store.sprites_in_state(SpriteState::Ready) {
             Ok(rows) => {
                 for row in rows {
-                    self.refresh_views(&row.id).await;
+                    self.after_start(&row.id).await;
                 }
             }
             Err(e) => tracing::error!("reconcile views: {e}"),

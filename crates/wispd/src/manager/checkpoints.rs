@@ -225,7 +225,7 @@ impl SpriteManager {
             crash::point("restore:after-swap");
             this.runtime.start(&sprite_ref(&row)).await?;
             this.store.touch_started(&id, &timefmt::now())?;
-            this.refresh_views(&id).await;
+            this.after_start(&id).await;
             progress.info("Container components started successfully");
             this.prune_auto(&id).await;
             tracing::info!(sprite_id = %id, checkpoint = %target, "restored");

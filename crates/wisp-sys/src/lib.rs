@@ -8,6 +8,7 @@
 
 pub mod btrfs;
 pub mod fd;
+pub mod fsid;
 pub mod net;
 pub mod process;
 pub mod tty;

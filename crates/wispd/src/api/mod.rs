@@ -9,6 +9,7 @@ mod exec_bridge;
 mod exec_http;
 mod exec_ws;
 mod extract;
+mod fs;
 mod list_params;
 mod sessions;
 mod sprites;
@@ -85,6 +86,8 @@ pub fn router(state: AppState) -> Router {
             post(sessions::kill),
         )
         .route("/v1/sprites/{name}/control", get(control))
+        // Filesystem API (§3.7): read, write, list, delete, rename, copy, chmod, chown.
+        .merge(fs::routes())
         .route_layer(from_fn_with_state(state.clone(), auth::require_auth))
         .method_not_allowed_fallback(method_not_allowed)
         .fallback(not_found)

@@ -1,0 +1,220 @@
+//! Paths inside a sprite, and the only way the fs API reaches a sprite's files.
+//!
+//! A request's path is first made absolute and clean *lexically* ([`clean`]: joined onto
+//! `workingDir`, `.` and `..` folded, `..` stopping at `/`), the way Go's `path.Join` does. It
+//! is then resolved by the kernel from a descriptor of the sprite's root with `openat2` and
+//! `RESOLVE_IN_ROOT | RESOLVE_NO_MAGICLINKS`: absolute symlinks and `..` inside symlink
+//! targets stay inside the sprite, and `/proc/<pid>/root`-style magic links are refused. Names
+//! are acted on through a descriptor of their parent with `*at()` calls on the final
+//! component, which is always a plain name (never `.` or `..`). No host path is ever built
+//! from a request.
+
+use std::os::fd::{AsFd, AsRawFd, OwnedFd};
+use std::path::Path;
+
+use rustix::fs::{openat2, Mode, OFlags, ResolveFlags, CWD};
+use rustix::io::Errno;
+
+use super::errors::FsError;
+
+/// Longest path accepted (Linux `PATH_MAX`).
+const PATH_MAX: usize = 4096;
+
+/// How often `openat2` is retried when it reports a concurrent rename (`EAGAIN`).
+const EAGAIN_RETRIES: usize = 16;
+
+/// `path` resolved against `working_dir` (default `/`) into a clean absolute path.
+pub fn clean(working_dir: Option<&str>, path: &str) -> Result<String, FsError> {
+    if path.is_empty() {
+        return Err(FsError::bad("path is required"));
+    }
+    let wd = working_dir.filter(|w| !w.is_empty()).unwrap_or("/");
+    if path.contains('\0') || wd.contains('\0') {
+        return Err(FsError::bad("paths may not contain NUL bytes"));
+    }
+    let mut parts: Vec<&str> = Vec::new();
+    let joined = if path.starts_with('/') {
+        path.split('/').collect::<Vec<_>>()
+    } else {
+        wd.split('/').chain(path.split('/')).collect()
+    };
+    for p in joined {
+        match p {
+            "" | "." => {}
+            ".." => {
+                parts.pop();
+            }
+            name => parts.push(name),
+        }
+    }
+    let out = format!("/{}", parts.join("/"));
+    if out.len() >= PATH_MAX {
+        return Err(FsError::errno("resolve", &out, Errno::NAMETOOLONG));
+    }
+    Ok(out)
+}
+
+/// `/a/b/c` → (`/a/b`, `c`); `None` for `/`, which has no name.
+pub fn split(path: &str) -> Option<(&str, &str)> {
+    let i = path.rfind('/')?;
+    let name = &path[i + 1..];
+    if name.is_empty() {
+        return None;
+    }
+    Some((if i == 0 { "/" } else { &path[..i] }, name))
+}
+
+/// `parent` + `/` + `name`, for clean paths.
+pub fn join(parent: &str, name: &str) -> String {
+    if parent == "/" {
+        format!("/{name}")
+    } else {
+        format!("{parent}/{name}")
+    }
+}
+
+/// A descriptor of a running sprite's root directory, as its processes see it.
+#[derive(Debug)]
+pub struct SpriteRoot {
+    fd: OwnedFd,
+}
+
+impl SpriteRoot {
+    /// Opens `root` (`/proc/<init>/root`, from [`crate::runtime::Runtime::root_dir`]) through
+    /// a descriptor of its `/proc/<init>` directory, which names that one process even if the
+    /// pid is reused later. The caller confirms afterwards that the sprite's init still has
+    /// this pid (see `mod.rs`), so the descriptor cannot belong to another process.
+    pub fn open(root: &Path) -> std::io::Result<SpriteRoot> {
+        let (Some(proc_dir), Some(leaf)) = (root.parent(), root.file_name()) else {
+            return Err(std::io::Error::other(format!(
+                "unexpected sprite root path {}",
+                root.display()
+            )));
+        };
+        let pid_dir = rustix::fs::open(
+            proc_dir,
+            OFlags::PATH | OFlags::DIRECTORY | OFlags::CLOEXEC,
+            Mode::empty(),
+        )?;
+        let fd = rustix::fs::openat(
+            &pid_dir,
+            leaf,
+            OFlags::PATH | OFlags::DIRECTORY | OFlags::CLOEXEC,
+            Mode::empty(),
+        )?;
+        Ok(SpriteRoot { fd })
+    }
+
+    /// `openat2` of a clean absolute sprite path with the resolution rules above. The final
+    /// component is followed if it is a symlink, unless `flags` holds `NOFOLLOW`.
+    pub fn open_path(
+        &self,
+        op: &'static str,
+        path: &str,
+        flags: OFlags,
+        mode: Mode,
+    ) -> Result<OwnedFd, FsError> {
+        open_in_root(&self.fd, path, flags, mode).map_err(|e| FsError::errno(op, path, e))
+    }
+
+    /// An `O_PATH` descriptor of `path` (final symlink followed).
+    pub fn locate(&self, op: &'static str, path: &str) -> Result<OwnedFd, FsError> {
+        self.open_path(op, path, OFlags::PATH, Mode::empty())
+    }
+
+    /// The parent directory of `path` (an `O_PATH` descriptor) and the final name. `/` has
+    /// no parent: `EINVAL`-style 400.
+    pub fn parent<'p>(
+        &self,
+        op: &'static str,
+        path: &'p str,
+    ) -> Result<(OwnedFd, &'p str), FsError> {
+        let (parent, name) = split(path).ok_or_else(|| {
+            FsError::bad(format!(
+                "{op}: the sprite's root directory itself cannot be used here"
+            ))
+        })?;
+        let fd = self.open_path(op, parent, OFlags::PATH | OFlags::DIRECTORY, Mode::empty())?;
+        Ok((fd, name))
+    }
+}
+
+/// `openat2(dirfd, path, flags | O_CLOEXEC, RESOLVE_IN_ROOT | RESOLVE_NO_MAGICLINKS)`,
+/// retried on `EAGAIN`.
+pub fn open_in_root(
+    dirfd: &OwnedFd,
+    path: &str,
+    flags: OFlags,
+    mode: Mode,
+) -> Result<OwnedFd, Errno> {
+    let rel = path.trim_start_matches('/');
+    let rel = if rel.is_empty() { "." } else { rel };
+    let resolve = ResolveFlags::IN_ROOT | ResolveFlags::NO_MAGICLINKS;
+    let mut tries = 0;
+    loop {
+        match openat2(dirfd.as_fd(), rel, flags | OFlags::CLOEXEC, mode, resolve) {
+            Err(Errno::AGAIN) if tries < EAGAIN_RETRIES => tries += 1,
+            other => return other,
+        }
+    }
+}
+
+/// A new descriptor of the very file `fd` refers to (an `O_PATH` one, say), opened with
+/// `flags` and checked against the calling thread's identity, through the process's own
+/// `/proc/self/fd` link (the inode itself: no path is resolved again).
+pub fn reopen(fd: &OwnedFd, flags: OFlags) -> Result<OwnedFd, Errno> {
+    rustix::fs::openat(
+        CWD,
+        format!("/proc/self/fd/{}", fd.as_raw_fd()),
+        flags | OFlags::CLOEXEC,
+        Mode::empty(),
+    )
+}
+
+/// `chmod` of the file `fd` refers to (`fchmod` does not take `O_PATH` descriptors), through
+/// `/proc/self/fd` like [`reopen`]. Never called on a symlink.
+pub fn chmod_fd(fd: &OwnedFd, mode: u32) -> Result<(), Errno> {
+    rustix::fs::chmodat(
+        CWD,
+        format!("/proc/self/fd/{}", fd.as_raw_fd()),
+        Mode::from_raw_mode(mode),
+        rustix::fs::AtFlags::empty(),
+    )
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn cleaning() {
+        let c = |wd: Option<&str>, p: &str| clean(wd, p).unwrap();
+        assert_eq!(c(None, "a/b"), "/a/b");
+        assert_eq!(c(Some("/home/sprite"), "x.txt"), "/home/sprite/x.txt");
+        assert_eq!(c(Some("/home/sprite/"), "./x/../y"), "/home/sprite/y");
+        assert_eq!(c(Some("/home/sprite"), "/etc/hostname"), "/etc/hostname");
+        assert_eq!(
+            c(Some("/home/sprite"), "../../../../etc/shadow"),
+            "/etc/shadow"
+        );
+        assert_eq!(c(Some("/../../x"), "y"), "/x/y");
+        assert_eq!(c(Some("rel"), "y"), "/rel/y");
+        assert_eq!(c(Some(""), "y"), "/y");
+        assert_eq!(c(None, "/"), "/");
+        assert_eq!(c(None, "//a//b/"), "/a/b");
+        assert_eq!(c(None, ".."), "/");
+        assert!(clean(None, "").is_err());
+        assert!(clean(None, "a\0b").is_err());
+        assert!(clean(Some("/a\0"), "b").is_err());
+        assert!(clean(None, &"a/".repeat(3000)).is_err());
+    }
+
+    #[test]
+    fn splitting() {
+        assert_eq!(split("/a/b/c"), Some(("/a/b", "c")));
+        assert_eq!(split("/a"), Some(("/", "a")));
+        assert_eq!(split("/"), None);
+        assert_eq!(join("/", "a"), "/a");
+        assert_eq!(join("/a", "b"), "/a/b");
+    }
+}

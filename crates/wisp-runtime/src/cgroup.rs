@@ -363,6 +363,30 @@ pub fn remove_sprite_cgroups(parent: &str, sprite_id: &str) -> io::Result<()> {
     kill_and_remove(&layout.sprite_dirs(parent, sprite_id))
 }
 
+/// Memory a sprite's processes use now (page cache included), from `memory.current` (v2
+/// controllers) or `memory.usage_in_bytes` (v1).
+pub fn sprite_memory_bytes(layout: &Layout, parent: &str, sprite_id: &str) -> io::Result<u64> {
+    let file = if layout.v2_controllers {
+        layout
+            .v2
+            .as_ref()
+            .map(|v2| v2.join(parent).join(sprite_id).join("memory.current"))
+    } else {
+        layout
+            .v1
+            .iter()
+            .find(|(c, _)| c == "memory")
+            .map(|(_, m)| m.join(parent).join(sprite_id).join("memory.usage_in_bytes"))
+    };
+    let file = file.ok_or_else(|| io::Error::other("no memory controller"))?;
+    fs::read_to_string(&file)?.trim().parse().map_err(|e| {
+        io::Error::new(
+            io::ErrorKind::InvalidData,
+            format!("{}: {e}", file.display()),
+        )
+    })
+}
+
 /// Every cgroup directory a sprite would use, whether or not it exists (for leak checks).
 pub fn sprite_cgroup_dirs(parent: &str, sprite_id: &str) -> io::Result<Vec<PathBuf>> {
     Ok(Layout::detect()?.sprite_dirs(parent, sprite_id))

@@ -2,10 +2,15 @@
 //!
 //! Kept in wispd's memory only: after a restart every sprite starts with a fresh idle period.
 //! A sprite is *active* while an operation that needs it running is in flight (an exec or
-//! attach connection, an HTTP exec response, a kill) or while its last activity (the start or
-//! end of such an operation, or output forwarded to a client) is younger than the idle
-//! timeout. Detached sessions do not count, silent or not (Sprites API §6.1: "detached
-//! sessions don't keep it awake").
+//! attach connection, an HTTP exec response, a kill), while a keep-awake hold is live (a task
+//! of the in-sprite API), or while its last activity (the start or end of such an operation,
+//! output forwarded to a client, or output of any of its sessions, attached or not) is younger
+//! than the idle timeout. A detached session that stays silent does not keep it awake
+//! (Sprites API §6.1).
+//!
+//! Memory pressure: with a budget set, when the memory of all running and warm sprites together
+//! exceeds it, the least recently active sprites with nothing in flight go cold until the rest
+//! fits (warm ones first).
 //!
 //! No race with wakes: an operation counts itself in flight *before* it calls
 //! `SpriteManager::wake`, and the idle timer re-checks the count under the sprite's manager
@@ -25,6 +30,8 @@ use crate::store::SpriteState;
 const TOUCH_THROTTLE_MS: u64 = 100;
 /// How often the idle timer looks at every sprite.
 const TICK: Duration = Duration::from_millis(250);
+/// The memory budget is checked every this many ticks.
+const MEMORY_EVERY: u64 = 8;
 
 #[derive(Debug, Default)]
 struct Entry {
@@ -33,6 +40,8 @@ struct Entry {
     last_ms: AtomicU64,
     /// When the idle timer first saw the sprite warm (cleared when it sees it running).
     warm_since: Mutex<Option<Instant>>,
+    /// Keep-awake holds by name, each live until its deadline.
+    holds: Mutex<HashMap<String, Instant>>,
 }
 
 impl Entry {
@@ -94,11 +103,53 @@ impl Activity {
         self.entry(id).in_flight.load(Ordering::SeqCst)
     }
 
-    /// How long the sprite has had nothing in flight and no activity; zero while something
-    /// is in flight.
+    // Used by the in-sprite API's tasks (keep-awake holds) once they are wired in.
+    #[allow(dead_code)]
+    /// Keeps the sprite awake until `until` under `name` (replacing an older hold of that
+    /// name); the end of the hold counts as activity.
+    pub fn hold(&self, id: &str, name: &str, until: Instant) {
+        let e = self.entry(id);
+        e.holds
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .insert(name.to_string(), until);
+    }
+
+    #[allow(dead_code)]
+    /// Ends a hold early.
+    pub fn release(&self, id: &str, name: &str) {
+        let e = self.entry(id);
+        e.holds
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .remove(name);
+        e.touch(self.now_ms());
+    }
+
+    /// Whether a hold keeps the sprite awake now (expired holds are dropped, and their end
+    /// counts as activity).
+    fn held(&self, e: &Entry) -> bool {
+        let now = Instant::now();
+        let mut holds = e.holds.lock().unwrap_or_else(|e| e.into_inner());
+        let before = holds.len();
+        holds.retain(|_, until| *until > now);
+        if holds.len() < before {
+            e.touch(self.now_ms());
+        }
+        !holds.is_empty()
+    }
+
+    /// Records output that a session produced `age` ago.
+    fn touch_ago(&self, id: &str, age: Duration) {
+        let at = self.now_ms().saturating_sub(age.as_millis() as u64);
+        self.entry(id).touch(at);
+    }
+
+    /// How long the sprite has had nothing in flight, no hold and no activity; zero while
+    /// something is in flight or held.
     pub fn idle_for(&self, id: &str) -> Duration {
         let e = self.entry(id);
-        if e.in_flight.load(Ordering::SeqCst) > 0 {
+        if e.in_flight.load(Ordering::SeqCst) > 0 || self.held(&e) {
             return Duration::ZERO;
         }
         let last = e.last_ms.load(Ordering::Relaxed);
@@ -154,11 +205,91 @@ pub struct IdlePolicy {
     pub idle_timeout: Duration,
     /// Warm this long (and still idle) → cold.
     pub cold_timeout: Duration,
+    /// Memory all running and warm sprites may use together; beyond it, LRU eviction.
+    pub memory_budget: Option<u64>,
 }
 
 impl IdlePolicy {
     pub fn enabled(&self) -> bool {
-        !self.idle_timeout.is_zero() || !self.cold_timeout.is_zero()
+        !self.idle_timeout.is_zero() || !self.cold_timeout.is_zero() || self.memory_budget.is_some()
+    }
+}
+
+/// Newest output of any session of the sprite, as an age; `None` if none ever wrote.
+async fn last_session_output(manager: &SpriteManager, id: &str) -> Option<Duration> {
+    let sessions = manager.runtime().list_sessions(id).await.ok()?;
+    let newest = sessions.iter().filter_map(|s| s.last_output_ms).max()?;
+    let now = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .ok()?
+        .as_millis() as i64;
+    Some(Duration::from_millis(
+        now.saturating_sub(newest).max(0) as u64
+    ))
+}
+
+/// Which sprites to stop so that `total` fits `budget`: least recently active first, warm
+/// before running. `usage` is (id, bytes, warm, idle for).
+fn eviction_order(
+    mut usage: Vec<(String, u64, bool, Duration)>,
+    total: u64,
+    budget: u64,
+) -> Vec<String> {
+    usage.sort_by(|a, b| b.2.cmp(&a.2).then(b.3.cmp(&a.3)));
+    let mut over = total.saturating_sub(budget);
+    let mut out = Vec::new();
+    for (id, bytes, _, _) in usage {
+        if over == 0 {
+            break;
+        }
+        over = over.saturating_sub(bytes);
+        out.push(id);
+    }
+    out
+}
+
+/// One memory check: evicts idle sprites (cold) while the total is over the budget.
+async fn enforce_memory_budget(
+    manager: &Arc<SpriteManager>,
+    rows: &[crate::store::SpriteRow],
+    states: &HashMap<String, RunState>,
+    budget: u64,
+) {
+    let Ok(layout) = tokio::task::spawn_blocking(wisp_runtime::cgroup::Layout::detect).await else {
+        return;
+    };
+    let Ok(layout) = layout else { return };
+    let activity = manager.activity();
+    let mut total = 0u64;
+    let mut candidates = Vec::new();
+    for row in rows {
+        let Some(state) = states.get(&row.id) else {
+            continue;
+        };
+        if *state == RunState::Cold {
+            continue;
+        }
+        let bytes =
+            wisp_runtime::cgroup::sprite_memory_bytes(&layout, "wisp", &row.id).unwrap_or(0);
+        total += bytes;
+        if activity.in_flight(&row.id) == 0 {
+            let warm = *state == RunState::Warm;
+            candidates.push((row.id.clone(), bytes, warm, activity.idle_for(&row.id)));
+        }
+    }
+    if total <= budget {
+        return;
+    }
+    for id in eviction_order(candidates, total, budget) {
+        let Some(row) = rows.iter().find(|r| r.id == id) else {
+            continue;
+        };
+        let a = activity.clone();
+        let idle_id = id.clone();
+        tracing::info!(sprite_id = %id, total, budget, "memory budget exceeded: evicting (cold)");
+        if let Err(e) = manager.evict(row, move || a.in_flight(&idle_id) == 0).await {
+            tracing::warn!(sprite_id = %id, "eviction: {e}");
+        }
     }
 }
 
@@ -169,8 +300,10 @@ pub async fn run_idle_timer(manager: Arc<SpriteManager>, policy: IdlePolicy) {
     }
     let mut tick = tokio::time::interval(TICK);
     tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    let mut n: u64 = 0;
     loop {
         tick.tick().await;
+        n += 1;
         let rows = match manager.store().sprites_in_state(SpriteState::Ready) {
             Ok(rows) => rows,
             Err(e) => {
@@ -188,16 +321,23 @@ pub async fn run_idle_timer(manager: Arc<SpriteManager>, policy: IdlePolicy) {
                     Ok(s) => s,
                     Err(e) => {
                         tracing::debug!(sprite_id = %row.id, "idle timer: {e}");
-                        return;
+                        return None;
                     }
                 };
                 let result = match state {
-                    RunState::Cold => return,
+                    RunState::Cold => return Some((row.id.clone(), state)),
                     RunState::Running => {
                         activity.warm_for(&row.id, false);
                         let limit = policy.idle_timeout;
                         if limit.is_zero() || activity.idle_for(&row.id) < limit {
-                            return;
+                            return Some((row.id.clone(), state));
+                        }
+                        // A session that still writes (attached or not) is activity.
+                        if let Some(age) = last_session_output(&manager, &row.id).await {
+                            if age < limit {
+                                activity.touch_ago(&row.id, age);
+                                return Some((row.id.clone(), state));
+                            }
                         }
                         let (a, id) = (activity.clone(), row.id.clone());
                         manager
@@ -207,7 +347,7 @@ pub async fn run_idle_timer(manager: Arc<SpriteManager>, policy: IdlePolicy) {
                     RunState::Warm => {
                         let limit = policy.cold_timeout;
                         if limit.is_zero() || activity.warm_for(&row.id, true) < limit {
-                            return;
+                            return Some((row.id.clone(), state));
                         }
                         let (a, id) = (activity.clone(), row.id.clone());
                         manager
@@ -218,15 +358,68 @@ pub async fn run_idle_timer(manager: Arc<SpriteManager>, policy: IdlePolicy) {
                 if let Err(e) = result {
                     tracing::warn!(sprite_id = %row.id, "idle timer: {e}");
                 }
+                None
             }
         });
-        futures_util::future::join_all(checks).await;
+        let states: HashMap<String, RunState> = futures_util::future::join_all(checks)
+            .await
+            .into_iter()
+            .flatten()
+            .collect();
+        if let Some(budget) = policy.memory_budget {
+            if n % MEMORY_EVERY == 0 {
+                enforce_memory_budget(&manager, &rows, &states, budget).await;
+            }
+        }
     }
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn eviction_is_lru_warm_first_and_stops_when_it_fits() {
+        let s = |id: &str, mb: u64, warm: bool, idle_s: u64| {
+            (id.to_string(), mb << 20, warm, Duration::from_secs(idle_s))
+        };
+        let usage = vec![
+            s("run-old", 100, false, 500),
+            s("warm-new", 100, true, 10),
+            s("warm-old", 100, true, 100),
+            s("run-new", 100, false, 1),
+        ];
+        // 150 MiB over: the two warm ones, oldest first.
+        assert_eq!(
+            eviction_order(usage.clone(), 550 << 20, 400 << 20),
+            ["warm-old", "warm-new"]
+        );
+        // Further over: then the least recently active running one.
+        assert_eq!(
+            eviction_order(usage.clone(), 700 << 20, 400 << 20),
+            ["warm-old", "warm-new", "run-old"]
+        );
+        assert!(eviction_order(usage, 300 << 20, 400 << 20).is_empty());
+    }
+
+    #[test]
+    fn holds_keep_awake_until_they_expire() {
+        let a = Activity::default();
+        std::thread::sleep(Duration::from_millis(20));
+        assert!(a.idle_for("s") >= Duration::from_millis(20));
+        a.hold("s", "build", Instant::now() + Duration::from_millis(40));
+        assert_eq!(a.idle_for("s"), Duration::ZERO);
+        std::thread::sleep(Duration::from_millis(60));
+        // Expired: idle again, counted from the end of the hold.
+        let idle = a.idle_for("s");
+        assert!(idle < Duration::from_millis(30), "{idle:?}");
+        a.hold("s", "x", Instant::now() + Duration::from_secs(60));
+        assert_eq!(a.idle_for("s"), Duration::ZERO);
+        a.release("s", "x");
+        assert!(a.idle_for("s") < Duration::from_millis(30));
+        // Output seen 5 s ago counts as activity 5 s ago.
+        a.touch_ago("t", Duration::from_secs(5));
+    }
 
     #[test]
     fn in_flight_and_idle() {

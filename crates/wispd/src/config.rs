@@ -49,6 +49,10 @@ pub struct Args {
     /// btrfs [default: 100, or 90% of the free space if less]. Ignored once it exists.
     #[arg(long, env = "WISP_POOL_SIZE_GB")]
     pub pool_size_gb: Option<u64>,
+    /// Memory in MiB that running and warm sprites may use together; beyond it the least
+    /// recently active idle ones go cold. 0 disables [default: 75% of the host's memory].
+    #[arg(long, env = "WISP_MEMORY_BUDGET_MB")]
+    pub memory_budget_mb: Option<u64>,
     /// Base of sprite URLs: `http://localhost:7575` gives `http://NAME.localhost:7575`
     /// [default: http://localhost:<listen port>].
     #[arg(long, env = "WISP_URL_BASE")]
@@ -93,6 +97,7 @@ pub struct FileConfig {
     pub default_pids: Option<u64>,
     pub default_disk_mb: Option<u64>,
     pub pool_size_gb: Option<u64>,
+    pub memory_budget_mb: Option<u64>,
     pub url_base: Option<String>,
     pub rootfs: Option<PathBuf>,
     pub idle_timeout: Option<String>,
@@ -125,6 +130,8 @@ pub struct Settings {
     pub default_pids: u64,
     pub default_disk_mb: u64,
     pub pool_size_gb: Option<u64>,
+    /// `None`: no memory budget.
+    pub memory_budget_mb: Option<u64>,
     pub url_base: Option<String>,
     pub rootfs: Option<PathBuf>,
     /// Zero: never goes warm by itself.
@@ -139,6 +146,20 @@ pub const DEFAULT_MEMORY_MB: u64 = 2048;
 pub const DEFAULT_CPUS: f64 = 2.0;
 pub const DEFAULT_PIDS: u64 = 4096;
 pub const DEFAULT_DISK_MB: u64 = 20 * 1024;
+
+/// 75% of `MemTotal`, or no budget when it cannot be read.
+fn default_memory_budget_mb() -> Option<u64> {
+    let info = std::fs::read_to_string("/proc/meminfo").ok()?;
+    let kb: u64 = info
+        .lines()
+        .find_map(|l| l.strip_prefix("MemTotal:"))?
+        .trim()
+        .trim_end_matches("kB")
+        .trim()
+        .parse()
+        .ok()?;
+    Some(kb / 1024 * 3 / 4)
+}
 pub const DEFAULT_IDLE_TIMEOUT: Duration = Duration::from_secs(30);
 pub const DEFAULT_COLD_TIMEOUT: Duration = Duration::from_secs(600);
 
@@ -216,6 +237,11 @@ impl Settings {
                 .or(file.default_disk_mb)
                 .unwrap_or(DEFAULT_DISK_MB),
             pool_size_gb: args.pool_size_gb.or(file.pool_size_gb),
+            memory_budget_mb: match args.memory_budget_mb.or(file.memory_budget_mb) {
+                Some(0) => None,
+                Some(mb) => Some(mb),
+                None => default_memory_budget_mb(),
+            },
             url_base: args.url_base.or(file.url_base),
             idle_timeout: duration_setting(
                 "idle_timeout",

@@ -154,6 +154,7 @@ async fn run(settings: Settings) -> anyhow::Result<()> {
         activity::IdlePolicy {
             idle_timeout: settings.idle_timeout,
             cold_timeout: settings.cold_timeout,
+            memory_budget: settings.memory_budget_mb.map(|mb| mb << 20),
         },
     ));
 

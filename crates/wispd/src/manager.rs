@@ -318,6 +318,27 @@ impl SpriteManager {
         .await
     }
 
+    /// Memory pressure: stops a running or warm sprite (cold) if `is_idle` still holds under
+    /// its lock. Returns whether it was stopped.
+    pub async fn evict(
+        self: &Arc<Self>,
+        row: &SpriteRow,
+        is_idle: impl Fn() -> bool + Send + 'static,
+    ) -> Result<bool, ManagerError> {
+        let id = row.id.clone();
+        self.detached(move |this| async move {
+            let lock = this.lock_for(&id);
+            let _guard = lock.lock().await;
+            this.ready_row(&id)?;
+            if this.runtime.state(&id).await? == RunState::Cold || !is_idle() {
+                return Ok(false);
+            }
+            this.runtime.stop(&id).await?;
+            Ok(true)
+        })
+        .await
+    }
+
     /// Destroys a sprite and forgets it.
     pub async fn destroy(self: &Arc<Self>, row: &SpriteRow) -> Result<(), ManagerError> {
         let id = row.id.clone();

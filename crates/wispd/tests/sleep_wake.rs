@@ -40,7 +40,7 @@ async fn status(d: &TestDaemon, name: &str) -> String {
 }
 
 fn ticks_file(d: &TestDaemon, id: &str) -> PathBuf {
-    d.data_dir.join("sprites").join(id).join("upper/tmp/ticks")
+    d.data_dir.join("pool/sprites").join(id).join("live/upper/tmp/ticks")
 }
 
 fn tick_count(d: &TestDaemon, id: &str) -> usize {
@@ -316,4 +316,62 @@ async fn streaming_exec_is_never_frozen_mid_run() {
     let want: String = (1..=30).map(|i| format!("{i}\n")).collect();
     assert_eq!(e.stdout_str(), want);
     d.delete("chatty").await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn a_detached_session_that_writes_keeps_the_sprite_awake() {
+    let d = TestDaemon::start_real_args(IDLE_ARGS);
+    d.create("writer").await;
+    let path = common::exec_path(
+        "writer",
+        &["sh", "-c", "while true; do echo tick; sleep 0.2; done"],
+        &[("tty", "true")],
+    );
+    let (ws, info) = common::connect_session(&d, &path).await;
+    let session = info["session_id"]
+        .as_str()
+        .map(str::to_string)
+        .unwrap_or_else(|| info["session_id"].to_string());
+    drop(ws);
+    // Three idle timeouts later it still runs: its output is activity.
+    tokio::time::sleep(Duration::from_secs(3)).await;
+    assert_eq!(status(&d, "writer").await, "running");
+    // Once it is quiet, the sprite goes warm.
+    let (code, body) = d
+        .call(
+            reqwest::Method::POST,
+            &format!("/v1/sprites/writer/exec/{session}/kill"),
+            None,
+        )
+        .await;
+    assert!(code.is_success(), "{code} {body}");
+    wait_status(&d, "writer", "warm", Duration::from_secs(6)).await;
+    d.delete("writer").await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn over_the_memory_budget_the_least_recently_used_sprite_goes_cold() {
+    // No idle timer: only the budget acts. 100 MiB for two sprites holding 60 MiB each.
+    let d = TestDaemon::start_real_args(&[
+        "--idle-timeout",
+        "0",
+        "--cold-timeout",
+        "0",
+        "--memory-budget-mb",
+        "100",
+    ]);
+    let hog = "setsid nohup python3 -c 'import time; x = bytearray(60 << 20); \
+               x[::4096] = b\"x\" * len(x[::4096]); time.sleep(600)' >/dev/null 2>&1 & \
+               sleep 1";
+    d.create("older").await;
+    d.sh("older", hog).await;
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    d.create("newer").await;
+    d.sh("newer", hog).await;
+    wait_status(&d, "older", "cold", Duration::from_secs(10)).await;
+    assert_eq!(status(&d, "newer").await, "running");
+    // Its files are kept; using it again wakes it.
+    assert_eq!(d.sh("older", "echo back").await, "back\n");
+    d.delete("older").await;
+    d.delete("newer").await;
 }

@@ -58,6 +58,8 @@ pub enum Command {
     Restore(RestoreArgs),
     /// Create a new sprite from a checkpoint of another (its latest when none is named)
     Fork(ForkArgs),
+    /// Copy files between this machine and a sprite (`:PATH` or `NAME:PATH` is in a sprite)
+    Cp(CpArgs),
 }
 
 #[derive(Debug, Args)]
@@ -202,6 +204,37 @@ pub struct ForkArgs {
     /// Label to attach to the new sprite (repeatable)
     #[arg(long = "label", value_name = "LABEL")]
     pub labels: Vec<String>,
+}
+
+#[derive(Debug, Args)]
+#[command(after_help = "\
+Sprite paths: :PATH is in the selected sprite (-s NAME, WISP_SPRITE or .wisp-sprite), \
+NAME:PATH in sprite NAME. Relative sprite paths start at /home/sprite. Anything else is a \
+local path (write ./a:b for a local name with a colon).
+
+As with cp, a DEST that is an existing directory, or ends in /, receives SRC under its own \
+name; otherwise DEST is the new name. Missing directories in a sprite are created. File \
+modes are kept; symlinks inside copied trees are skipped. Both sides in one sprite: the copy \
+is done in the sprite.
+
+Examples:
+  wisp cp -s box notes.txt :            # to /home/sprite/notes.txt in box
+  wisp cp box:/var/log/app.log .        # from box to ./app.log
+  wisp cp -r ./site :/tmp/              # the tree to /tmp/site
+  wisp cp -r :project ./backup          # /home/sprite/project to ./backup")]
+pub struct CpArgs {
+    /// Copy directories recursively
+    #[arg(short = 'r', long)]
+    pub recursive: bool,
+    /// Act as root in the sprite (default: the sprite user, with its permissions)
+    #[arg(long)]
+    pub as_root: bool,
+    /// What to copy: a local path, :PATH or NAME:PATH
+    #[arg(value_name = "SRC")]
+    pub src: String,
+    /// Where to: a local path, :PATH or NAME:PATH
+    #[arg(value_name = "DEST")]
+    pub dest: String,
 }
 
 #[cfg(test)]

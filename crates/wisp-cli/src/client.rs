@@ -216,7 +216,46 @@ impl Client {
         let rb = self.request(reqwest::Method::DELETE, path).timeout(timeout);
         self.send(rb).await.map(drop)
     }
+
+    /// Sends a request (with an optional streamed body) and returns the response whatever
+    /// its status; only transport failures are errors. For file transfers (`wisp cp`).
+    pub async fn send_raw(
+        &self,
+        method: reqwest::Method,
+        path: &str,
+        query: &[(&str, &str)],
+        body: Option<reqwest::Body>,
+        timeout: Duration,
+    ) -> Result<reqwest::Response> {
+        let mut rb = self.request(method, path).query(query).timeout(timeout);
+        if let Some(b) = body {
+            rb = rb
+                .header(reqwest::header::CONTENT_TYPE, "application/octet-stream")
+                .body(b);
+        }
+        rb.send().await.map_err(|e| self.transport_error(&e))
+    }
+
+    /// The readable error of a non-2xx response (its body is read).
+    pub async fn error_of(&self, resp: reqwest::Response) -> anyhow::Error {
+        let status = resp.status().as_u16();
+        let body = resp.bytes().await.unwrap_or_default();
+        api_error(status, &body, self.settings.token_source).into()
+    }
+
+    /// The JSON body of a response.
+    pub async fn json_of(&self, resp: reqwest::Response) -> Result<Value> {
+        self.json(resp).await
+    }
+
+    /// A transport error during a streamed body, phrased like the others.
+    pub fn stream_error(&self, e: &reqwest::Error) -> anyhow::Error {
+        self.transport_error(e)
+    }
 }
+
+/// Timeout of one file transfer (`wisp cp`): files may be large.
+pub const TRANSFER_TIMEOUT: Duration = Duration::from_secs(6 * 3600);
 
 /// Longest silence between two chunks of a progress stream (checkpoint create, restore).
 pub const STREAM_IDLE_TIMEOUT: Duration = Duration::from_secs(300);

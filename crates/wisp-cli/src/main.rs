@@ -65,6 +65,7 @@ async fn run(cli: Cli) -> i32 {
         Command::Checkpoint(c) => cmd::checkpoint::run(&ctx, c).await,
         Command::Restore(a) => cmd::restore::run(&ctx, a).await,
         Command::Fork(a) => cmd::fork::run(&ctx, a).await,
+        Command::Cp(a) => cmd::cp::run(&ctx, a).await,
     };
     match result {
         Ok(code) => code,

@@ -2,6 +2,7 @@
 
 pub mod checkpoint;
 pub mod console;
+pub mod cp;
 pub mod create;
 pub mod destroy;
 pub mod exec;

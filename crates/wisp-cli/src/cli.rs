@@ -43,6 +43,11 @@ pub enum Command {
     /// Run a command in a sprite
     #[command(visible_alias = "x")]
     Exec(ExecArgs),
+    /// Exec sessions of a sprite (they outlive their clients): list, attach, kill
+    #[command(visible_alias = "s")]
+    Sessions(SessionsArgs),
+    /// Attach to a session of a sprite (same as `wisp sessions attach`; detach with Ctrl-\)
+    Attach(AttachArgs),
     /// Open an interactive login shell in a sprite (detach with Ctrl-\)
     #[command(visible_alias = "c")]
     Console,
@@ -120,9 +125,8 @@ pub struct ExecArgs {
     /// Working directory in the sprite (absolute)
     #[arg(short = 'd', long, value_name = "DIR")]
     pub dir: Option<String>,
-    /// The command and its arguments
+    /// The command and its arguments; without one, list the sprite's sessions
     #[arg(
-        required = true,
         trailing_var_arg = true,
         allow_hyphen_values = true,
         value_name = "CMD"
@@ -300,4 +304,43 @@ mod tests {
             })
         ));
     }
+}
+
+#[derive(Debug, Args)]
+pub struct SessionsArgs {
+    #[command(subcommand)]
+    pub command: Option<SessionsCommand>,
+}
+
+#[derive(Debug, Subcommand)]
+pub enum SessionsCommand {
+    /// List the sprite's sessions (the default)
+    #[command(visible_alias = "ls")]
+    List {
+        /// Print the session objects as a JSON array
+        #[arg(long)]
+        json: bool,
+    },
+    /// Attach to a session: replays its recent output, then streams live
+    Attach(AttachArgs),
+    /// Signal a session's process group (TERM by default), escalating to KILL after --timeout
+    Kill(KillArgs),
+}
+
+#[derive(Debug, Args)]
+pub struct AttachArgs {
+    /// Session id (see `wisp sessions`)
+    pub id: String,
+}
+
+#[derive(Debug, Args)]
+pub struct KillArgs {
+    /// Session id (see `wisp sessions`)
+    pub id: String,
+    /// Signal name or number (TERM, INT, HUP, KILL, 9, ...)
+    #[arg(long, default_value = "TERM")]
+    pub signal: String,
+    /// How long to wait before KILL (Go duration: 10s, 500ms; 0 = do not wait)
+    #[arg(long)]
+    pub timeout: Option<String>,
 }

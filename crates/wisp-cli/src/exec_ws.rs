@@ -125,10 +125,24 @@ pub fn parse_env_pair(s: &str) -> Result<(String, String), String> {
 
 /// Opens the exec WebSocket with the bearer token on the handshake.
 pub async fn connect(client: &Client, sprite: &str, req: &ExecRequest) -> Result<Ws> {
+    let url = exec_url(&client.settings().api_url, sprite, req)?;
+    connect_url(client, sprite, &url).await
+}
+
+/// The WebSocket URL that attaches to session `id` of `sprite` (a checked name).
+pub fn attach_url(api_url: &str, sprite: &str, id: &str) -> Result<String> {
+    let id: String = form_urlencoded::byte_serialize(id.as_bytes()).collect();
+    Ok(format!(
+        "{}{}/exec/{id}",
+        ws_base(api_url)?,
+        client::sprite_path(sprite)
+    ))
+}
+
+/// Opens an exec or attach WebSocket at `url`, with the bearer token on the handshake.
+pub async fn connect_url(client: &Client, sprite: &str, url: &str) -> Result<Ws> {
     let settings = client.settings();
-    let url = exec_url(&settings.api_url, sprite, req)?;
     let mut request = url
-        .as_str()
         .into_client_request()
         .with_context(|| format!("invalid exec URL {url}"))?;
     let headers = request.headers_mut();
@@ -288,6 +302,12 @@ pub async fn run(ws: Ws, opts: RunOptions) -> Result<Outcome> {
     let mut stdin_rx = opts.stdin.then(spawn_stdin_reader);
     if !opts.stdin && !opts.tty {
         sink.send(Message::binary(vec![STREAM_STDIN_EOF]))
+            .await
+            .map_err(|e| lost(Some(e.to_string())))?;
+    }
+    // An attached session still has the size of the terminal it was started on.
+    if let (true, Some((cols, rows))) = (opts.tty, crate::term::size()) {
+        sink.send(text(&TextMessage::Resize { cols, rows })?)
             .await
             .map_err(|e| lost(Some(e.to_string())))?;
     }

@@ -60,6 +60,8 @@ async fn run(cli: Cli) -> i32 {
         Command::Sleep(a) => cmd::sleep::run(&ctx, a).await,
         Command::Exec(a) => cmd::exec::run(&ctx, a).await,
         Command::Console => cmd::console::run(&ctx).await,
+        Command::Sessions(a) => cmd::sessions::run(&ctx, a).await,
+        Command::Attach(a) => cmd::sessions::attach(&ctx, a).await,
         Command::Use(a) => cmd::use_sprite::run(&ctx, a).await,
         Command::Login => cmd::login::run(&ctx).await,
         Command::Checkpoint(c) => cmd::checkpoint::run(&ctx, c).await,

@@ -363,3 +363,53 @@ async fn double_ctrl_c_exits_130() {
         .collect();
     assert_eq!(running.len(), 1, "{sessions}");
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn sessions_list_attach_detach_and_kill() {
+    let d = Daemon::start();
+    d.create("sess-box").await;
+    // A console left running in the background (detached at once).
+    let mut p = Pty::spawn(&d, &["console", "-s", "sess-box"]);
+    p.type_keys(b"echo \"MA\"\"RK=$((6*7))\"\r");
+    p.wait_for("MARK=42").await;
+    p.type_keys(b"\x1c");
+    assert_eq!(p.wait_exit().await, 0, "{}", p.text());
+
+    // `wisp sessions` (and `wisp exec` without a command) list it.
+    let r = d.run(&["sessions", "-s", "sess-box"]).await;
+    assert_eq!(r.code, 0, "{r:?}");
+    let line = r.stdout.lines().nth(1).unwrap_or_default().to_string();
+    assert!(
+        line.contains("bash -l") && line.contains("yes"),
+        "{}",
+        r.stdout
+    );
+    let id = line.split_whitespace().next().unwrap().to_string();
+    let r2 = d.run(&["exec", "-s", "sess-box"]).await;
+    assert!(r2.stdout.contains(&id), "{r2:?}");
+    let r3 = d.run(&["sessions", "ls", "--json", "-s", "sess-box"]).await;
+    let v: serde_json::Value = serde_json::from_str(&r3.stdout).unwrap();
+    assert_eq!(v[0]["id"], id.as_str());
+
+    // Attach: the scrollback comes back, the shell answers, Ctrl-\ detaches again.
+    let mut a = Pty::spawn(&d, &["attach", "-s", "sess-box", &id]);
+    a.wait_for("MARK=42").await;
+    a.type_keys(b"echo \"AG\"\"AIN=$((2*3))\"\r");
+    a.wait_for("AGAIN=6").await;
+    a.type_keys(b"\x1c");
+    assert_eq!(a.wait_exit().await, 0, "{}", a.text());
+    a.wait_for("detached").await;
+
+    // Kill ends it; an unknown id is a readable error.
+    let r = d
+        .run(&[
+            "sessions", "kill", "-s", "sess-box", &id, "--signal", "KILL",
+        ])
+        .await;
+    assert_eq!(r.code, 0, "{r:?}");
+    let r = d.run(&["sessions", "-s", "sess-box"]).await;
+    assert!(!r.stdout.contains(&id), "{r:?}");
+    let r = d.run(&["attach", "-s", "sess-box", "999999"]).await;
+    assert_ne!(r.code, 0);
+    assert!(r.stderr.contains("no session 999999"), "{r:?}");
+}

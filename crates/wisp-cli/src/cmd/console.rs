@@ -37,6 +37,12 @@ pub async fn run_session(
     opts: RunOptions,
 ) -> Result<i32> {
     let ws = exec_ws::connect(client, sprite, req).await?;
+    drive(ws, opts).await
+}
+
+/// Runs the I/O loop on a connected exec or attach socket (in raw mode for a TTY session on
+/// a local terminal) and turns the outcome into an exit code.
+pub async fn drive(ws: exec_ws::Ws, opts: RunOptions) -> Result<i32> {
     let raw = if opts.tty { RawMode::enable()? } else { None };
     let outcome = exec_ws::run(ws, opts).await;
     drop(raw);

@@ -11,6 +11,9 @@ use crate::config::env_var;
 use crate::exec_ws::{self, ExecRequest, RunOptions};
 
 pub async fn run(ctx: &Ctx, args: ExecArgs) -> Result<i32> {
+    if args.cmd.is_empty() {
+        return super::sessions::list(ctx, false).await;
+    }
     let sprite = ctx.sprite(None)?;
     let client = ctx.client()?;
     let tty = args.tty;

@@ -11,6 +11,7 @@ pub mod info;
 pub mod list;
 pub mod login;
 pub mod restore;
+pub mod sessions;
 pub mod sleep;
 pub mod use_sprite;
 

@@ -46,7 +46,8 @@ pub fn copy(
     let src = root.locate("copy", source)?;
     let st = fstat(&src).map_err(|e| FsError::errno("copy", source, e))?;
     let (dparent, dname) = root.parent("copy", dest)?;
-    if let Ok(dst) = statat(&dparent, dname, AtFlags::empty()) {
+    // Not following a final symlink: that would resolve outside the sprite root.
+    if let Ok(dst) = statat(&dparent, dname, AtFlags::SYMLINK_NOFOLLOW) {
         if (dst.st_dev, dst.st_ino) == (st.st_dev, st.st_ino) {
             return Err(coded(
                 StatusCode::BAD_REQUEST,

@@ -10,5 +10,6 @@ pub mod btrfs;
 pub mod fd;
 pub mod fsid;
 pub mod net;
+pub mod netns;
 pub mod process;
 pub mod tty;

@@ -3,6 +3,7 @@
 use wisp_api::exec::{ExecParams, ExecParamsError};
 
 use super::error::ApiError;
+use super::exec_bridge::BridgeOptions;
 use super::AppState;
 use crate::activity::ActivityGuard;
 use crate::exec_env::spawn_spec;
@@ -73,6 +74,40 @@ pub async fn start_session(
             is_owner: true,
             activity,
         }),
+    }
+}
+
+fn explicit_stdin(pairs: &[(String, String)]) -> bool {
+    pairs
+        .iter()
+        .any(|(k, v)| k == "stdin" && matches!(v.as_str(), "true" | "1" | "True" | "TRUE" | "yes"))
+}
+
+/// How to bridge a started session. An attacher gets the session's own mode. Stdin flows to an
+/// attached TTY session (keys typed into a re-attached shell); to a non-TTY one only with an
+/// explicit stdin=true, so that an attacher's immediate EOF frame (Go sends one when it has no
+/// stdin) cannot close the stdin of a command someone else feeds.
+pub fn bridge_options(
+    started: &Started,
+    params: &ExecParams,
+    pairs: &[(String, String)],
+    control: bool,
+) -> BridgeOptions {
+    if started.is_owner {
+        BridgeOptions {
+            tty: params.tty,
+            stdin: params.stdin,
+            is_owner: true,
+            control,
+        }
+    } else {
+        let tty = started.stream.session.tty;
+        BridgeOptions {
+            tty,
+            stdin: tty || explicit_stdin(pairs),
+            is_owner: false,
+            control,
+        }
     }
 }
 

@@ -4,6 +4,10 @@
 //! the *writer* (this module's main loop) forwards output, sends keepalives and owns the
 //! end-of-command sequence. They talk through a small channel so that the writer learns when
 //! the client breaks the protocol or closes.
+//!
+//! [`bridge`] is the part shared with the control socket (`control.rs`, §3.3), which runs one
+//! session at a time over a socket that outlives it: it can stop the reader and take the
+//! socket's read half back once the session has ended.
 
 use std::time::Duration;
 
@@ -11,14 +15,15 @@ use axum::extract::ws::{close_code, CloseFrame, Message, Utf8Bytes, WebSocket};
 use bytes::Bytes;
 use futures_util::stream::{SplitSink, SplitStream};
 use futures_util::{SinkExt, StreamExt};
-use tokio::sync::mpsc;
+use tokio::sync::{mpsc, oneshot};
+use tokio::task::JoinHandle;
 use wisp_api::exec::{
     decode_stream_frame, encode_stream_frame, exit_byte, signal_number, FrameError, StreamFrame,
-    TextMessage, STREAM_EXIT, STREAM_STDERR, STREAM_STDOUT,
+    TextMessage, STREAM_EXIT, STREAM_STDERR, STREAM_STDIN, STREAM_STDIN_EOF, STREAM_STDOUT,
 };
 
 use crate::activity::ActivityGuard;
-use crate::runtime::{ExecEvent, ExecEvents, ExecInput, ExecInputMsg, ExecStream};
+use crate::runtime::{ExecEvent, ExecEvents, ExecInput, ExecInputMsg, ExecStream, SessionInfo};
 
 /// The JS SDK counts only received messages as liveness (§4.3): send one this often.
 pub const KEEPALIVE_INTERVAL: Duration = Duration::from_secs(15);
@@ -33,6 +38,8 @@ pub struct BridgeOptions {
     /// Whether client stdin reaches the process.
     pub stdin: bool,
     pub is_owner: bool,
+    /// The control socket's dialect of client frames (see [`classify_control_binary`]).
+    pub control: bool,
 }
 
 /// What one client frame means.
@@ -107,6 +114,32 @@ pub fn classify_binary(data: Bytes, tty: bool, stdin: bool) -> ClientAction {
     }
 }
 
+/// A binary frame on the control socket (§3.3), whose clients disagree: in TTY mode as on
+/// exec. Without a TTY, exactly `[0x04]` is EOF, a frame starting with `0x00` is prefixed stdin
+/// (Python, JS), a JSON object with `type` resize or signal is a control message (JS sends them
+/// as binary), anything else is raw stdin (Go). Nothing is a protocol violation.
+pub fn classify_control_binary(data: Bytes, tty: bool, stdin: bool) -> ClientAction {
+    if tty {
+        return classify_binary(data, true, stdin);
+    }
+    if data.first() == Some(&b'{') {
+        if let Some(action) = parse_control(&data) {
+            return action;
+        }
+    }
+    let msg = match data.first() {
+        None => return ClientAction::Ignore,
+        Some(&STREAM_STDIN_EOF) if data.len() == 1 => ExecInputMsg::StdinEof,
+        Some(&STREAM_STDIN) => ExecInputMsg::Stdin(data.slice(1..)),
+        Some(_) => ExecInputMsg::Stdin(data),
+    };
+    if stdin {
+        ClientAction::Input(msg)
+    } else {
+        ClientAction::Ignore
+    }
+}
+
 /// The frames that end a command: binary exit (non-TTY), text exit, close 1000.
 pub fn end_of_command(code: i32, tty: bool) -> Vec<Message> {
     let byte = exit_byte(code);
@@ -122,13 +155,13 @@ pub fn end_of_command(code: i32, tty: bool) -> Vec<Message> {
     out
 }
 
-fn json_message(m: &TextMessage) -> Message {
+pub fn json_message(m: &TextMessage) -> Message {
     Message::Text(Utf8Bytes::from(
         serde_json::to_string(m).unwrap_or_default(),
     ))
 }
 
-fn close_message(code: u16, reason: &str) -> Message {
+pub fn close_message(code: u16, reason: &str) -> Message {
     // A close reason may be at most 123 bytes.
     let mut end = reason.len().min(123);
     while !reason.is_char_boundary(end) {
@@ -146,15 +179,93 @@ enum ClientEvent {
     Closed,
 }
 
+/// How a bridged session ended.
 #[derive(Debug)]
-enum Outcome {
+pub enum Outcome {
     Exited(i32),
     Violation(u16, String),
     SessionLost(String),
     ClientGone,
 }
 
-type Tx = SplitSink<WebSocket, Message>;
+pub type Tx = SplitSink<WebSocket, Message>;
+pub type Rx = SplitStream<WebSocket>;
+
+/// The reading half of a bridged session: the reader task and what it reports.
+pub struct ClientHalf {
+    events: mpsc::Receiver<ClientEvent>,
+    stop: Option<oneshot::Sender<()>>,
+    task: JoinHandle<Option<Rx>>,
+}
+
+impl ClientHalf {
+    /// Stops the reader (dropping the session's input) and returns the socket's read half,
+    /// or `None` if the client closed or the connection failed.
+    pub async fn finish(mut self) -> Option<Rx> {
+        if let Some(stop) = self.stop.take() {
+            let _ = stop.send(());
+        }
+        (&mut self.task).await.ok().flatten()
+    }
+
+    /// Waits (at most `limit`) for the client's close frame, then ends the reader.
+    async fn wait_closed(mut self, limit: Duration) {
+        let wait = async {
+            while let Some(ev) = self.events.recv().await {
+                if matches!(ev, ClientEvent::Closed) {
+                    break;
+                }
+            }
+        };
+        let _ = tokio::time::timeout(limit, wait).await;
+        self.task.abort();
+    }
+}
+
+fn session_info_message(session: &SessionInfo, opts: BridgeOptions) -> Message {
+    json_message(&TextMessage::SessionInfo {
+        session_id: session.session_id.clone(),
+        command: session.command.clone(),
+        created: session.created,
+        cols: session.cols,
+        rows: session.rows,
+        is_owner: opts.is_owner,
+        tty: opts.tty,
+    })
+}
+
+/// Bridges one session over an upgraded socket: `session_info`, then output to the client
+/// and client frames to the session until the session ends or the client goes. Sends no end
+/// sequence: that is the caller's, and differs between exec and control sockets.
+pub async fn bridge(
+    tx: &mut Tx,
+    rx: Rx,
+    stream: ExecStream,
+    opts: BridgeOptions,
+    activity: &ActivityGuard,
+) -> (Outcome, ClientHalf) {
+    let ExecStream {
+        session,
+        mut events,
+        input,
+    } = stream;
+    let (client_tx, mut client_rx) = mpsc::channel(4);
+    let (stop_tx, stop_rx) = oneshot::channel();
+    let sent_info = tx.send(session_info_message(&session, opts)).await.is_ok();
+    let task = tokio::spawn(read_client(rx, input, opts, client_tx, stop_rx));
+    let outcome = if sent_info {
+        forward_output(tx, events.as_mut(), &mut client_rx, opts.tty, activity).await
+    } else {
+        Outcome::ClientGone
+    };
+    tracing::debug!(session_id = %session.session_id, ?outcome, "exec bridge ending");
+    let half = ClientHalf {
+        events: client_rx,
+        stop: Some(stop_tx),
+        task,
+    };
+    (outcome, half)
+}
 
 /// Runs one exec connection to the end; forwarded output counts as `activity`.
 pub async fn run(
@@ -163,29 +274,8 @@ pub async fn run(
     opts: BridgeOptions,
     activity: &ActivityGuard,
 ) {
-    let ExecStream {
-        session,
-        mut events,
-        input,
-    } = stream;
     let (mut tx, rx) = socket.split();
-    let info = TextMessage::SessionInfo {
-        session_id: session.session_id.clone(),
-        command: session.command.clone(),
-        created: session.created,
-        cols: session.cols,
-        rows: session.rows,
-        is_owner: opts.is_owner,
-        tty: opts.tty,
-    };
-    if tx.send(json_message(&info)).await.is_err() {
-        return;
-    }
-    let (client_tx, mut client_rx) = mpsc::channel(4);
-    let reader = tokio::spawn(read_client(rx, input, opts, client_tx));
-    let outcome =
-        forward_output(&mut tx, events.as_mut(), &mut client_rx, opts.tty, activity).await;
-    tracing::debug!(session_id = %session.session_id, ?outcome, "exec connection ending");
+    let (outcome, client) = bridge(&mut tx, rx, stream, opts, activity).await;
     let closing = match outcome {
         Outcome::Exited(code) => end_of_command(code, opts.tty),
         Outcome::Violation(code, reason) => vec![close_message(code, &reason)],
@@ -195,26 +285,16 @@ pub async fn run(
     if closing.is_empty() {
         // Flush the reply to a client's close frame, if any.
         let _ = tokio::time::timeout(Duration::from_secs(1), tx.close()).await;
-    } else {
-        let mut sent = true;
-        for m in closing {
-            if tx.send(m).await.is_err() {
-                sent = false;
-                break;
-            }
-        }
-        if sent {
-            let wait = async {
-                while let Some(ev) = client_rx.recv().await {
-                    if matches!(ev, ClientEvent::Closed) {
-                        break;
-                    }
-                }
-            };
-            let _ = tokio::time::timeout(CLOSE_WAIT, wait).await;
+        client.wait_closed(Duration::ZERO).await;
+        return;
+    }
+    for m in closing {
+        if tx.send(m).await.is_err() {
+            client.wait_closed(Duration::ZERO).await;
+            return;
         }
     }
-    reader.abort();
+    client.wait_closed(CLOSE_WAIT).await;
 }
 
 async fn forward_output(
@@ -263,17 +343,30 @@ fn output_message(tty: bool, stream: u8, data: Bytes) -> Message {
     }
 }
 
-/// Reads client frames until the client closes; stdin and controls go to the session.
-/// Keeps reading after a violation or a dead session, to see the client's close frame.
+/// Reads client frames until the client closes or `stop` fires; stdin and controls go to the
+/// session. Keeps reading after a violation or a dead session, to see the client's close
+/// frame. Returns the read half when stopped, `None` when the connection ended.
 async fn read_client(
-    mut rx: SplitStream<WebSocket>,
+    mut rx: Rx,
     mut input: Box<dyn ExecInput>,
     opts: BridgeOptions,
     events: mpsc::Sender<ClientEvent>,
-) {
+    mut stop: oneshot::Receiver<()>,
+) -> Option<Rx> {
     let mut forwarding = true;
-    while let Some(Ok(msg)) = rx.next().await {
+    let mut violated = false;
+    loop {
+        // Cancel-safe: a frame half read stays buffered in the socket.
+        let msg = tokio::select! {
+            biased;
+            _ = &mut stop => return Some(rx),
+            msg = rx.next() => msg,
+        };
+        let Some(Ok(msg)) = msg else { break };
         let action = match msg {
+            Message::Binary(data) if opts.control => {
+                classify_control_binary(data, opts.tty, opts.stdin)
+            }
             Message::Binary(data) => classify_binary(data, opts.tty, opts.stdin),
             Message::Text(text) => classify_text(text.as_str()),
             Message::Close(_) => break,
@@ -281,7 +374,13 @@ async fn read_client(
         };
         match action {
             ClientAction::Input(m) if forwarding => {
-                if let Err(e) = input.send(m).await {
+                // Stdin may wait on a full queue; the session's end must not wait for it.
+                let sent = tokio::select! {
+                    biased;
+                    _ = &mut stop => return Some(rx),
+                    sent = input.send(m) => sent,
+                };
+                if let Err(e) = sent {
                     tracing::debug!("session input closed: {e}");
                     forwarding = false;
                 }
@@ -290,11 +389,16 @@ async fn read_client(
             ClientAction::Violation(code, reason) => {
                 tracing::debug!(code, reason, "client broke the exec protocol");
                 forwarding = false;
-                let _ = events.send(ClientEvent::Violation(code, reason)).await;
+                if !violated {
+                    violated = true;
+                    // At most one violation and one close: never more than the channel holds.
+                    let _ = events.send(ClientEvent::Violation(code, reason)).await;
+                }
             }
         }
     }
     let _ = events.send(ClientEvent::Closed).await;
+    None
 }
 
 #[cfg(test)]
@@ -365,6 +469,54 @@ mod tests {
             classify_binary(b(b"{not json"), true, true),
             ClientAction::Input(ExecInputMsg::Stdin(b(b"{not json")))
         );
+    }
+
+    #[test]
+    fn control_dialect() {
+        let input = |d: &[u8]| ClientAction::Input(ExecInputMsg::Stdin(b(d)));
+        // Prefixed (Python, JS) and raw (Go) stdin; exactly [4] is EOF.
+        assert_eq!(
+            classify_control_binary(b(&[0, 1, 2]), false, true),
+            input(&[1, 2])
+        );
+        assert_eq!(
+            classify_control_binary(b(b"raw"), false, true),
+            input(b"raw")
+        );
+        assert_eq!(
+            classify_control_binary(b(&[1, 2]), false, true),
+            input(&[1, 2])
+        );
+        assert_eq!(
+            classify_control_binary(b(&[4, 4]), false, true),
+            input(&[4, 4])
+        );
+        assert_eq!(
+            classify_control_binary(b(&[4]), false, true),
+            ClientAction::Input(ExecInputMsg::StdinEof)
+        );
+        assert_eq!(
+            classify_control_binary(b(&[]), false, true),
+            ClientAction::Ignore
+        );
+        assert_eq!(
+            classify_control_binary(b(b"raw"), false, false),
+            ClientAction::Ignore
+        );
+        assert_eq!(
+            classify_control_binary(b(&[4]), false, false),
+            ClientAction::Ignore
+        );
+        // JS sends signals as binary JSON, with or without a TTY.
+        assert_eq!(
+            classify_control_binary(b(br#"{"type":"signal","signal":"INT"}"#), false, false),
+            ClientAction::Input(ExecInputMsg::Signal(2))
+        );
+        assert_eq!(
+            classify_control_binary(b(br#"{"type":"resize","cols":90,"rows":20}"#), true, true),
+            ClientAction::Input(ExecInputMsg::Resize { rows: 20, cols: 90 })
+        );
+        assert_eq!(classify_control_binary(b(b"{x"), false, true), input(b"{x"));
     }
 
     #[test]

@@ -10,8 +10,8 @@ use axum::Extension;
 use wisp_api::SPRITE_CAPABILITIES;
 
 use super::error::ApiError;
-use super::exec::{parse_exec_params, start_session};
-use super::exec_bridge::{self, BridgeOptions};
+use super::exec::{bridge_options, parse_exec_params, start_session};
+use super::exec_bridge;
 use super::extract::{query_pairs, ApiPath};
 use super::sessions;
 use super::sprites::find_sprite;
@@ -65,12 +65,6 @@ pub async fn exec_head(
     Ok(StatusCode::OK)
 }
 
-fn explicit_stdin(pairs: &[(String, String)]) -> bool {
-    pairs
-        .iter()
-        .any(|(k, v)| k == "stdin" && matches!(v.as_str(), "true" | "1" | "True" | "TRUE" | "yes"))
-}
-
 /// Validates everything and starts (or attaches to) the session *before* upgrading, so that
 /// every failure is an HTTP response with a JSON body.
 async fn upgrade(
@@ -86,24 +80,7 @@ async fn upgrade(
     let params = parse_exec_params(&pairs, path_session.as_deref())?;
     let row = find_sprite(&st, &caller, &name)?;
     let started = start_session(&st, &row, &params).await?;
-    // An attacher gets the session's own mode. Stdin flows to an attached TTY session (keys
-    // typed into a re-attached shell); to a non-TTY one only with an explicit stdin=true, so
-    // that an attacher's immediate EOF frame (Go sends one when it has no stdin) cannot close
-    // the stdin of a command someone else feeds.
-    let opts = if started.is_owner {
-        BridgeOptions {
-            tty: params.tty,
-            stdin: params.stdin,
-            is_owner: true,
-        }
-    } else {
-        let tty = started.stream.session.tty;
-        BridgeOptions {
-            tty,
-            stdin: tty || explicit_stdin(&pairs),
-            is_owner: false,
-        }
-    };
+    let opts = bridge_options(&started, &params, &pairs, false);
     let stream = started.stream;
     let activity = started.activity;
     let manager = st.manager.clone();

@@ -3,6 +3,7 @@
 
 mod auth;
 mod checkpoints;
+mod control;
 mod error;
 mod exec;
 mod exec_bridge;
@@ -85,7 +86,7 @@ pub fn router(state: AppState) -> Router {
             "/v1/sprites/{name}/exec/{session_id}/kill",
             post(sessions::kill),
         )
-        .route("/v1/sprites/{name}/control", get(control))
+        .route("/v1/sprites/{name}/control", get(control::control_get))
         // Filesystem API (§3.7): read, write, list, delete, rename, copy, chmod, chown.
         .merge(fs::routes())
         .route_layer(from_fn_with_state(state.clone(), auth::require_auth))
@@ -119,10 +120,4 @@ async fn method_not_allowed(method: Method, uri: Uri) -> ApiError {
 /// `GET /v1/organization`: the old CLI's token check.
 async fn organization(Extension(caller): Extension<Caller>) -> Json<serde_json::Value> {
     Json(json!({"organization": caller.org_slug, "resources": {}}))
-}
-
-/// `GET .../control`: not implemented yet; an immediate 404 makes the Go SDK fall back to
-/// plain exec.
-async fn control() -> ApiError {
-    ApiError::not_found("control connections are not supported by this server")
 }

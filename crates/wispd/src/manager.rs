@@ -494,6 +494,9 @@ pub(crate) mod tests {
         async fn root_dir(&self, _: &str) -> Result<std::path::PathBuf, RuntimeError> {
             Err(RuntimeError::NotRunning)
         }
+        async fn netns_path(&self, _: &str) -> Result<std::path::PathBuf, RuntimeError> {
+            Err(RuntimeError::NotRunning)
+        }
         async fn spawn(&self, _: &str, _: SpawnSpec) -> Result<ExecStream, RuntimeError> {
             Err(RuntimeError::NotRunning)
         }

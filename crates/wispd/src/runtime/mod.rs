@@ -164,6 +164,10 @@ pub trait Runtime: Send + Sync + 'static {
         checkpoint_ids: &[String],
     ) -> Result<(), RuntimeError>;
     async fn root_dir(&self, sprite_id: &str) -> Result<std::path::PathBuf, RuntimeError>;
+    /// A host path naming the running sprite's network namespace (`/proc/<init>/ns/net`), to
+    /// make sockets inside it (`wisp_sys::netns`); `<path>/../../net/tcp` lists its sockets.
+    /// Valid only while that init lives. [`RuntimeError::NotRunning`] when cold.
+    async fn netns_path(&self, sprite_id: &str) -> Result<std::path::PathBuf, RuntimeError>;
     async fn spawn(&self, sprite_id: &str, spec: SpawnSpec) -> Result<ExecStream, RuntimeError>;
     async fn attach(&self, sprite_id: &str, session_id: &str) -> Result<ExecStream, RuntimeError>;
     async fn list_sessions(&self, sprite_id: &str) -> Result<Vec<SessionInfo>, RuntimeError>;

@@ -374,6 +374,19 @@ impl Runtime for NamespaceRuntime {
         }
     }
 
+    async fn netns_path(&self, sprite_id: &str) -> Result<PathBuf, RuntimeError> {
+        match self
+            .request(sprite_id, &Request::Ping, PING_TIMEOUT, "answer a ping")
+            .await?
+            .1
+        {
+            Reply::Pong { init_pid, .. } if init_pid > 0 => {
+                Ok(PathBuf::from(format!("/proc/{init_pid}/ns/net")))
+            }
+            other => Err(unexpected(&other)),
+        }
+    }
+
     async fn show_checkpoints(
         &self,
         sprite_id: &str,

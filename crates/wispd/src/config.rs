@@ -57,6 +57,16 @@ pub struct Args {
     /// [default: http://localhost:<listen port>].
     #[arg(long, env = "WISP_URL_BASE")]
     pub url_base: Option<String>,
+    /// Extra HOST:PORT serving sprite URLs only (the API listener serves them too)
+    /// [default: none].
+    #[arg(long, env = "WISP_INGRESS_LISTEN")]
+    pub ingress_listen: Option<String>,
+    /// PEM certificate chain: serve --ingress-listen over TLS (with --tls-key).
+    #[arg(long, env = "WISP_TLS_CERT")]
+    pub tls_cert: Option<PathBuf>,
+    /// PEM private key of --tls-cert.
+    #[arg(long, env = "WISP_TLS_KEY")]
+    pub tls_key: Option<PathBuf>,
     /// Use this existing root filesystem as the base image instead of building one.
     #[arg(long, env = "WISP_ROOTFS")]
     pub rootfs: Option<PathBuf>,
@@ -99,6 +109,9 @@ pub struct FileConfig {
     pub pool_size_gb: Option<u64>,
     pub memory_budget_mb: Option<u64>,
     pub url_base: Option<String>,
+    pub ingress_listen: Option<String>,
+    pub tls_cert: Option<PathBuf>,
+    pub tls_key: Option<PathBuf>,
     pub rootfs: Option<PathBuf>,
     pub idle_timeout: Option<String>,
     pub cold_timeout: Option<String>,
@@ -133,6 +146,11 @@ pub struct Settings {
     /// `None`: no memory budget.
     pub memory_budget_mb: Option<u64>,
     pub url_base: Option<String>,
+    /// Extra listener for sprite URLs only.
+    pub ingress_listen: Option<String>,
+    /// TLS certificate and key (PEM) of the ingress listener.
+    pub tls_cert: Option<PathBuf>,
+    pub tls_key: Option<PathBuf>,
     pub rootfs: Option<PathBuf>,
     /// Zero: never goes warm by itself.
     pub idle_timeout: Duration,
@@ -243,6 +261,9 @@ impl Settings {
                 None => default_memory_budget_mb(),
             },
             url_base: args.url_base.or(file.url_base),
+            ingress_listen: args.ingress_listen.or(file.ingress_listen),
+            tls_cert: args.tls_cert.or(file.tls_cert),
+            tls_key: args.tls_key.or(file.tls_key),
             idle_timeout: duration_setting(
                 "idle_timeout",
                 args.idle_timeout.or(file.idle_timeout),
@@ -269,6 +290,22 @@ impl Settings {
         };
         if self.listen.trim().is_empty() || !self.listen.contains(':') {
             return Err(invalid("listen", "expected HOST:PORT"));
+        }
+        if self.tls_cert.is_some() != self.tls_key.is_some() {
+            return Err(invalid("tls_cert", "--tls-cert and --tls-key go together"));
+        }
+        if self.tls_cert.is_some() && self.ingress_listen.is_none() {
+            return Err(invalid(
+                "tls_cert",
+                "TLS is for the sprite URL listener: also set --ingress-listen",
+            ));
+        }
+        if self
+            .ingress_listen
+            .as_ref()
+            .is_some_and(|l| l.trim().is_empty() || !l.contains(':'))
+        {
+            return Err(invalid("ingress_listen", "expected HOST:PORT"));
         }
         if self.default_memory_mb == 0 {
             return Err(invalid("default_memory_mb", "must be positive"));

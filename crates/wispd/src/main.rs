@@ -18,6 +18,7 @@ mod exec_env;
 mod fsutil;
 mod image;
 mod image_build;
+mod ingress;
 mod manager;
 mod reaper;
 mod runtime;
@@ -184,11 +185,20 @@ async fn run(settings: Settings) -> anyhow::Result<()> {
         .url_base
         .clone()
         .unwrap_or_else(|| format!("http://localhost:{}", addr.port()));
+    let ingress = ingress::Ingress::new(
+        store.clone(),
+        manager.clone(),
+        &url_base,
+        ingress::session::SessionKey::load_or_create(&data_dir)
+            .context("loading the sprite URL session key")?,
+    );
     let app = api::router(api::AppState {
         store,
         manager,
         url_base: url_base.into(),
     });
+    // Sprite URLs (`<name>.<url-base host>`) are served on the API listener too.
+    let app = ingress::wrap(app, ingress.clone());
     let (stop_tx, mut stop_rx) = tokio::sync::watch::channel(false);
     // Exec traffic is many small frames: Nagle plus delayed ACKs would add ~40 ms to each
     // round trip.
@@ -197,7 +207,23 @@ async fn run(settings: Settings) -> anyhow::Result<()> {
             tracing::debug!("TCP_NODELAY: {e}");
         }
     });
-    let server = axum::serve(listener, app).with_graceful_shutdown(async move {
+    if let Some(addr) = &settings.ingress_listen {
+        let tls = match (&settings.tls_cert, &settings.tls_key) {
+            (Some(c), Some(k)) => Some(ingress::server::tls_acceptor(c, k)?),
+            _ => None,
+        };
+        let l = tokio::net::TcpListener::bind(addr)
+            .await
+            .with_context(|| format!("listening on {addr} (sprite URLs)"))?;
+        tracing::info!(tls = tls.is_some(), "sprite URLs on {}", l.local_addr()?);
+        let app = ingress::router_only(ingress, tls.is_some());
+        tokio::spawn(ingress::server::serve(l, app, tls, stop_rx.clone()));
+    }
+    let server = axum::serve(
+        listener,
+        app.into_make_service_with_connect_info::<std::net::SocketAddr>(),
+    )
+    .with_graceful_shutdown(async move {
         let _ = stop_rx.changed().await;
     });
     let mut server = tokio::spawn(async move { server.await });

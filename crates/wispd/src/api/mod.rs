@@ -12,6 +12,8 @@ mod exec_ws;
 mod extract;
 mod fs;
 mod list_params;
+mod ports;
+mod proxy;
 mod sessions;
 mod sprites;
 mod view;
@@ -87,6 +89,9 @@ pub fn router(state: AppState) -> Router {
             post(sessions::kill),
         )
         .route("/v1/sprites/{name}/control", get(control::control_get))
+        // TCP proxy (§3.4) and ports watch (§3.5), into the sprite's network namespace.
+        .route("/v1/sprites/{name}/proxy", get(proxy::proxy_get))
+        .route("/v1/sprites/{name}/ports/watch", get(ports::ports_watch))
         // Filesystem API (§3.7): read, write, list, delete, rename, copy, chmod, chown.
         .merge(fs::routes())
         .route_layer(from_fn_with_state(state.clone(), auth::require_auth))

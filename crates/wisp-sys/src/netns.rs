@@ -100,8 +100,8 @@ fn connect_with_timeout(fd: &OwnedFd, addr: SocketAddr, timeout: Duration) -> io
                 format!("connecting to {addr} timed out"),
             ));
         }
-        let ms = PollTimeout::try_from(left.max(Duration::from_millis(1)))
-            .unwrap_or(PollTimeout::MAX);
+        let ms =
+            PollTimeout::try_from(left.max(Duration::from_millis(1))).unwrap_or(PollTimeout::MAX);
         let mut fds = [PollFd::new(fd.as_fd(), PollFlags::POLLOUT)];
         match poll(&mut fds, ms) {
             Ok(0) | Err(Errno::EINTR) => continue,
@@ -129,12 +129,8 @@ mod tests {
             let (mut s, _) = listener.accept().unwrap();
             s.write_all(b"hi").unwrap();
         });
-        let mut s = connect_tcp_in(
-            Path::new("/proc/self/ns/net"),
-            addr,
-            Duration::from_secs(5),
-        )
-        .unwrap();
+        let mut s =
+            connect_tcp_in(Path::new("/proc/self/ns/net"), addr, Duration::from_secs(5)).unwrap();
         let mut buf = [0u8; 2];
         s.read_exact(&mut buf).unwrap();
         assert_eq!(&buf, b"hi");
@@ -146,12 +142,8 @@ mod tests {
         let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
         let addr = listener.local_addr().unwrap();
         drop(listener);
-        let e = connect_tcp_in(
-            Path::new("/proc/self/ns/net"),
-            addr,
-            Duration::from_secs(5),
-        )
-        .unwrap_err();
+        let e = connect_tcp_in(Path::new("/proc/self/ns/net"), addr, Duration::from_secs(5))
+            .unwrap_err();
         assert_eq!(e.kind(), io::ErrorKind::ConnectionRefused);
         let e = connect_tcp_in(
             Path::new("/nonexistent/ns/net"),

@@ -19,6 +19,7 @@ mod fsutil;
 mod image;
 mod image_build;
 mod ingress;
+mod insprite;
 mod manager;
 mod reaper;
 mod runtime;
@@ -192,11 +193,15 @@ async fn run(settings: Settings) -> anyhow::Result<()> {
         ingress::session::SessionKey::load_or_create(&data_dir)
             .context("loading the sprite URL session key")?,
     );
-    let app = api::router(api::AppState {
+    let state = api::AppState {
         store,
         manager,
         url_base: url_base.into(),
-    });
+    };
+    // `/.sprite/api.sock` of every ready sprite (reconcile is done); create and destroy add
+    // and remove theirs.
+    insprite::start(state.clone(), data_dir.clone());
+    let app = api::router(state);
     // Sprite URLs (`<name>.<url-base host>`) are served on the API listener too.
     let app = ingress::wrap(app, ingress.clone());
     let (stop_tx, mut stop_rx) = tokio::sync::watch::channel(false);

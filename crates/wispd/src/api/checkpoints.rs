@@ -6,6 +6,7 @@
 //! last line says "error".
 
 use std::collections::HashMap;
+use std::time::Duration;
 
 use axum::body::Body;
 use axum::extract::{RawQuery, State};
@@ -24,7 +25,7 @@ use super::sprites::find_sprite;
 use super::AppState;
 use crate::auth::Caller;
 use crate::manager::Progress;
-use crate::store::CheckpointRow;
+use crate::store::{CheckpointRow, CheckpointState};
 use crate::timefmt;
 
 fn flag(pairs: &[(String, String)], key: &str) -> bool {
@@ -224,6 +225,49 @@ pub async fn restore(
     let (progress, rx) = Progress::channel();
     st.manager.restore(&row, id, progress).await?;
     Ok(ndjson(rx, format!("Restore from {id} complete"), id))
+}
+
+/// How long a detached restore waits before it starts, so that its caller reads the 202
+/// before its processes are stopped.
+const DETACHED_RESTORE_DELAY: Duration = Duration::from_millis(200);
+
+/// `POST .../checkpoints/{id}/restore` from inside the sprite (§3.12, `crate::insprite`): the
+/// restore stops the caller's own processes, so this answers 202 as soon as the checkpoint is
+/// known to exist and restores in the background (the sprite's lock orders it after anything
+/// already running; a failure is logged).
+pub async fn restore_detached(
+    State(st): State<AppState>,
+    Extension(caller): Extension<Caller>,
+    ApiPath((name, id)): ApiPath<(String, String)>,
+) -> Result<(StatusCode, Json<serde_json::Value>), ApiError> {
+    let row = find_sprite(&st, &caller, &name)?;
+    let id = checkpoint_id(&id)?.to_string();
+    match st.store.checkpoint(&row.id, &id)? {
+        Some(ck) if ck.state == CheckpointState::Ready => {}
+        _ => return Err(ApiError::not_found(format!("checkpoint {id:?} not found"))),
+    }
+    let manager = st.manager.clone();
+    let target = id.clone();
+    tokio::spawn(async move {
+        let _busy = manager.activity().begin(&row.id);
+        tokio::time::sleep(DETACHED_RESTORE_DELAY).await;
+        match manager.restore(&row, &target, Progress::default()).await {
+            Ok(()) => tracing::info!(sprite_id = %row.id, checkpoint = %target,
+                "restore requested from inside the sprite done"),
+            Err(e) => tracing::warn!(sprite_id = %row.id, checkpoint = %target,
+                "restore requested from inside the sprite failed: {e}"),
+        }
+    });
+    Ok((
+        StatusCode::ACCEPTED,
+        Json(serde_json::json!({
+            "status": "restoring",
+            "checkpoint": id,
+            "message": format!(
+                "Restoring from {id}: the sprite's processes stop and restart in a moment"
+            ),
+        })),
+    ))
 }
 
 #[cfg(test)]

@@ -9,7 +9,7 @@ mod exec;
 mod exec_bridge;
 mod exec_http;
 mod exec_ws;
-mod extract;
+pub(crate) mod extract;
 mod fs;
 mod list_params;
 mod ports;
@@ -101,6 +101,25 @@ pub fn router(state: AppState) -> Router {
         .layer(map_response(add_version_header))
         .layer(TraceLayer::new_for_http())
         .with_state(state)
+}
+
+/// What a sprite may do to itself from inside, through `/.sprite/api.sock` (§3.12; served by
+/// `crate::insprite`, which rewrites `/v1/<rest>` to `/v1/sprites/<its own name>/<rest>` and
+/// supplies the caller): the public handlers, minus anything that reaches beyond the sprite's
+/// own state (exec, fs, destroy, settings). No auth layer: the socket is the credential.
+pub fn self_routes() -> Router<AppState> {
+    Router::new()
+        .route("/v1/sprites/{name}/checkpoint", post(checkpoints::create))
+        .route("/v1/sprites/{name}/checkpoints", get(checkpoints::list))
+        .route(
+            "/v1/sprites/{name}/checkpoints/{id}",
+            get(checkpoints::get).delete(checkpoints::delete),
+        )
+        // A restore stops the caller's own processes: 202 at once, the restore runs after.
+        .route(
+            "/v1/sprites/{name}/checkpoints/{id}/restore",
+            post(checkpoints::restore_detached),
+        )
 }
 
 /// Every response, errors and upgrades included, names the server version: the Go SDK picks

@@ -86,6 +86,7 @@ pub async fn create(
         from,
     };
     let row = st.manager.create(new).await?;
+    crate::insprite::sprite_created(&row.id);
     st.manager.activity().touch(&row.id);
     Ok((StatusCode::CREATED, Json(view(&st, &caller, &row).await)))
 }
@@ -181,6 +182,8 @@ pub async fn destroy(
     ApiPath(name): ApiPath<String>,
 ) -> Result<StatusCode, ApiError> {
     let row = find_sprite(&st, &caller, &name)?;
+    // No in-sprite request may race the destroy.
+    crate::insprite::sprite_destroyed(&row.id);
     st.manager.destroy(&row).await?;
     Ok(StatusCode::NO_CONTENT)
 }

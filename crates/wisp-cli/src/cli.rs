@@ -65,6 +65,10 @@ pub enum Command {
     Fork(ForkArgs),
     /// Copy files between this machine and a sprite (`:PATH` or `NAME:PATH` is in a sprite)
     Cp(CpArgs),
+    /// Show a sprite's URL; --public or --private sets who may use it
+    Url(UrlArgs),
+    /// Forward a local port to a port inside a sprite: [LOCAL:]REMOTE (127.0.0.1:LOCAL)
+    Proxy(ProxyArgs),
 }
 
 #[derive(Debug, Args)]
@@ -343,4 +347,23 @@ pub struct KillArgs {
     /// How long to wait before KILL (Go duration: 10s, 500ms; 0 = do not wait)
     #[arg(long)]
     pub timeout: Option<String>,
+}
+
+#[derive(Debug, Args)]
+pub struct UrlArgs {
+    /// Sprite name (default: the selected sprite)
+    pub name: Option<String>,
+    /// Anyone who can reach the URL may use it
+    #[arg(long, conflicts_with = "private")]
+    pub public: bool,
+    /// Only holders of an org token (the default)
+    #[arg(long)]
+    pub private: bool,
+}
+
+#[derive(Debug, Args)]
+pub struct ProxyArgs {
+    /// Ports: REMOTE (same port locally) or LOCAL:REMOTE; LOCAL 0 picks a free port
+    #[arg(value_name = "[LOCAL:]REMOTE")]
+    pub ports: String,
 }

@@ -10,9 +10,11 @@ pub mod fork;
 pub mod info;
 pub mod list;
 pub mod login;
+pub mod proxy;
 pub mod restore;
 pub mod sessions;
 pub mod sleep;
+pub mod url;
 pub mod use_sprite;
 
 use anyhow::Result;

@@ -585,9 +585,12 @@ fn spawn(spec: &SpawnSpec) -> Result<(i32, bool, Vec<OwnedFd>), SpawnError> {
         .map(|(_, v)| v.as_str())
         .unwrap_or("/usr/local/bin:/usr/bin:/bin");
     let candidates = resolve_candidates(&spec.path, path_var);
+    // Compiled once, in init, so that the child only installs it.
+    let filters = crate::seccomp::programs()
+        .map_err(|e| SpawnError::failed(e.to_string()))?;
     match sctx("fork", fork_single_threaded())? {
         Forked::Child => {
-            let code = exec_child(spec, &user, child_io, &argv, &env, &candidates);
+            let code = exec_child(spec, &user, child_io, &argv, &env, &candidates, filters);
             wisp_sys::process::exit_now(code)
         }
         Forked::Parent(pid) => Ok((pid.as_raw(), has_stdin, parent_fds)),
@@ -619,6 +622,7 @@ fn exec_child(
     argv: &[CString],
     env: &[CString],
     candidates: &[CString],
+    filters: &[seccompiler::BpfProgram],
 ) -> i32 {
     let _ = sigprocmask(SigmaskHow::SIG_SETMASK, Some(&SigSet::empty()), None);
     for sig in [
@@ -649,6 +653,12 @@ fn exec_child(
     }
     if wisp_sys::process::restrict_bounding_set(KEPT_CAPABILITIES).is_err() {
         let _ = writeln!(std::io::stderr(), "wisp: cannot restrict capabilities");
+        return 126;
+    }
+    // While still privileged: without CAP_SYS_ADMIN the kernel would demand no_new_privs,
+    // which would break sudo.
+    if let Err(e) = crate::seccomp::install(filters) {
+        let _ = writeln!(std::io::stderr(), "wisp: cannot install the seccomp filter: {e}");
         return 126;
     }
     let groups: Vec<Gid> = user.groups.iter().map(|g| Gid::from_raw(*g)).collect();

@@ -20,5 +20,6 @@ mod init;
 #[cfg(target_os = "linux")]
 pub mod keeper;
 mod passwd;
+pub mod seccomp;
 mod session;
 mod stdin_queue;

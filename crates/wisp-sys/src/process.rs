@@ -80,3 +80,31 @@ pub fn restrict_bounding_set(keep: &[u32]) -> nix::Result<()> {
     }
     Ok(())
 }
+
+/// Installs a seccomp BPF program on the calling thread, without setting `no_new_privs`: the
+/// caller must hold CAP_SYS_ADMIN (so setuid programs run later keep working). The filter is
+/// inherited across fork and exec and can never be removed.
+pub fn install_seccomp_filter(program: &[libc::sock_filter]) -> std::io::Result<()> {
+    let len = u16::try_from(program.len())
+        .map_err(|_| std::io::Error::new(std::io::ErrorKind::InvalidInput, "filter too long"))?;
+    let prog = libc::sock_fprog {
+        len,
+        filter: program.as_ptr() as *mut libc::sock_filter,
+    };
+    // SAFETY: `prog` points at `program`, which outlives the call; the kernel copies the
+    // instructions and validates them before installing, and reads no other memory.
+    let r = unsafe {
+        libc::prctl(
+            libc::PR_SET_SECCOMP,
+            libc::SECCOMP_MODE_FILTER as libc::c_ulong,
+            &prog as *const libc::sock_fprog as libc::c_ulong,
+            0,
+            0,
+        )
+    };
+    if r == 0 {
+        Ok(())
+    } else {
+        Err(std::io::Error::last_os_error())
+    }
+}

@@ -489,3 +489,98 @@ async fn websocket_and_slow_client() {
     drop(slow);
     d.delete("ws").await;
 }
+
+/// The `--ingress-listen` listener over TLS: sprite URLs only, `X-Forwarded-Proto: https`,
+/// `Secure` login cookies; the API and other hosts are not served there.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn tls_ingress_listener() {
+    let certs = tempfile::tempdir().unwrap();
+    let (cert, key) = (certs.path().join("cert.pem"), certs.path().join("key.pem"));
+    let out = std::process::Command::new("openssl")
+        .args(["req", "-x509", "-newkey", "ec", "-pkeyopt"])
+        .args(["ec_paramgen_curve:prime256v1", "-nodes", "-days", "1"])
+        .args(["-subj", "/CN=tw.localhost"])
+        .args(["-addext", "subjectAltName=DNS:tw.localhost,DNS:localhost"])
+        .args(["-addext", "basicConstraints=critical,CA:FALSE"])
+        .arg("-keyout")
+        .arg(&key)
+        .arg("-out")
+        .arg(&cert)
+        .output()
+        .expect("openssl (the openssl package) makes the test certificate");
+    assert!(out.status.success(), "{out:?}");
+    let d = TestDaemon::start_real_args(&[
+        "--ingress-listen",
+        "127.0.0.1:0",
+        "--tls-cert",
+        cert.to_str().unwrap(),
+        "--tls-key",
+        key.to_str().unwrap(),
+    ]);
+    // The listener's port is in the log line `sprite URLs on 127.0.0.1:PORT`.
+    let deadline = Instant::now() + Duration::from_secs(10);
+    let port: u16 = loop {
+        let log = d.log();
+        if let Some(rest) = log.split("sprite URLs on 127.0.0.1:").nth(1) {
+            break rest
+                .chars()
+                .take_while(char::is_ascii_digit)
+                .collect::<String>()
+                .parse()
+                .unwrap();
+        }
+        assert!(Instant::now() < deadline, "no ingress listener:\n{log}");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    };
+    d.create("tw").await;
+    start_app(&d, "tw", 8080).await;
+    let addr: std::net::SocketAddr = format!("127.0.0.1:{port}").parse().unwrap();
+    let client = reqwest::Client::builder()
+        .add_root_certificate(
+            reqwest::Certificate::from_pem(&std::fs::read(&cert).unwrap()).unwrap(),
+        )
+        .resolve("tw.localhost", addr)
+        .resolve("localhost", addr)
+        .redirect(reqwest::redirect::Policy::none())
+        .build()
+        .unwrap();
+    let base = format!("https://tw.localhost:{port}");
+
+    let res = client.get(format!("{base}/")).send().await.unwrap();
+    assert_eq!(res.status(), StatusCode::UNAUTHORIZED);
+    let res = client
+        .get(format!("{base}/headers"))
+        .header("authorization", d.bearer())
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(res.status(), StatusCode::OK);
+    let h: Value = res.json().await.unwrap();
+    assert_eq!(h["x-forwarded-proto"], "https", "{h}");
+    assert_eq!(h["x-forwarded-host"], format!("tw.localhost:{port}"), "{h}");
+
+    let token: String = form_urlencoded::byte_serialize(d.token.as_bytes()).collect();
+    let res = client
+        .get(format!("{base}/.wisp/login?token={token}"))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(res.status(), StatusCode::SEE_OTHER);
+    let set_cookie = res.headers()["set-cookie"].to_str().unwrap();
+    assert!(set_cookie.contains("; Secure"), "{set_cookie}");
+
+    // Not a sprite's host: 404, and the API is not served on this listener.
+    let res = client
+        .get(format!("https://localhost:{port}/v1/sprites"))
+        .header("authorization", d.bearer())
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(res.status(), StatusCode::NOT_FOUND);
+    let v: Value = res.json().await.unwrap();
+    assert!(
+        v["error"].as_str().unwrap().contains("no sprite at host"),
+        "{v}"
+    );
+    d.delete("tw").await;
+}

@@ -1,7 +1,8 @@
 //! The control WebSocket (§3.3) against real sprites: many sequential operations on one
 //! socket, both stdin dialects, TTY ops with resize, refused ops that leave the socket usable,
-//! Go's `release`, auto-start from the URL, two sockets at once, a socket dropped mid-op, and
-//! an idle socket that does not keep its sprite awake.
+//! Go's `release`, auto-start from the URL, two sockets at once, a socket dropped mid-op, an
+//! idle socket that does not keep its sprite awake, and TCP proxy ops (Go's bare form and the
+//! prefixed one).
 
 mod common;
 
@@ -401,6 +402,28 @@ async fn refused_ops_leave_the_socket_usable() {
     )
     .await;
     assert_eq!(read_op(&mut ws).await.error().0, "op.not_supported");
+    // Go's bare fs form gets a bare answer, in its error shape and op.error's.
+    ws.send(Message::Text(
+        json!({"type": "op.start", "op": "fs.list", "args": "path=%2Ftmp"})
+            .to_string()
+            .into(),
+    ))
+    .await
+    .unwrap();
+    let m = tokio::time::timeout(Duration::from_secs(10), ws.next())
+        .await
+        .unwrap()
+        .unwrap()
+        .unwrap();
+    let Message::Text(t) = &m else {
+        panic!("{m:?}")
+    };
+    let v: Value = serde_json::from_str(t.as_str()).expect("bare JSON");
+    assert_eq!(
+        (v["type"].as_str(), v["code"].as_str()),
+        (Some("op.error"), Some("op.not_supported"))
+    );
+    assert_eq!(v["args"]["error"], v["error"]);
     // A control frame that is not JSON.
     ws.send(Message::Text("control:{oops".into()))
         .await
@@ -457,7 +480,8 @@ async fn auto_start_and_handshake_refusals() {
     for (path, status) in [
         ("/v1/sprites/nope/control", 404),
         ("/v1/sprites/ctl-auto/control?op=exec", 400),
-        ("/v1/sprites/ctl-auto/control?op=proxy&port=80", 400),
+        ("/v1/sprites/ctl-auto/control?op=proxy", 400),
+        ("/v1/sprites/ctl-auto/control?op=fs.read&path=/", 400),
     ] {
         match tokio_tungstenite::connect_async(d.ws_request(path)).await {
             Err(tokio_tungstenite::tungstenite::Error::Http(res)) => {
@@ -629,4 +653,179 @@ async fn an_idle_socket_lets_the_sprite_sleep() {
     assert_eq!(s["status"], "running");
     assert_eq!(read_op(&mut ws).await.stdout(), "three\n");
     d.delete("ctl-idle").await;
+}
+
+/// A TCP server on `port` inside the sprite (python stdlib, detached): echoes, or with
+/// `once` says `bye` and hangs up.
+async fn tcp_server(d: &TestDaemon, sprite: &str, port: u16, once: bool) {
+    let handler = if once {
+        "c.sendall(b'bye'); c.close()"
+    } else {
+        "threading.Thread(target=echo, args=(c,), daemon=True).start()"
+    };
+    let py = format!(
+        "import socket, threading\n\
+         def echo(c):\n    \
+             while True:\n        \
+                 d = c.recv(65536)\n        \
+                 if not d: break\n        \
+                 c.sendall(d)\n    \
+             c.close()\n\
+         s = socket.socket()\n\
+         s.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)\n\
+         s.bind(('127.0.0.1', {port}))\n\
+         s.listen(16)\n\
+         while True:\n    \
+             c, _ = s.accept()\n    \
+             {handler}\n"
+    );
+    d.sh(
+        sprite,
+        &format!(
+            "cat > /tmp/srv{port}.py <<'PYEOF'\n{py}PYEOF\n\
+             setsid nohup python3 /tmp/srv{port}.py </dev/null >/tmp/srv{port}.log 2>&1 &\n\
+             for i in $(seq 100); do\n\
+               grep -q ':{port:04X} .* 0A ' /proc/net/tcp && exit 0\n\
+               sleep 0.1\n\
+             done\n\
+             cat /tmp/srv{port}.log; exit 1"
+        ),
+    )
+    .await;
+}
+
+/// The next frame, keepalives skipped.
+async fn next_msg(ws: &mut Ws) -> Message {
+    loop {
+        let m = tokio::time::timeout(Duration::from_secs(15), ws.next())
+            .await
+            .expect("no frame in time")
+            .expect("connection ended")
+            .expect("WebSocket error");
+        match &m {
+            Message::Text(t) if t.as_str() == r#"{"type":"keepalive"}"# => {}
+            Message::Ping(_) | Message::Pong(_) => {}
+            _ => return m,
+        }
+    }
+}
+
+fn text_json(m: &Message) -> Value {
+    match m {
+        Message::Text(t) => serde_json::from_str(t.as_str()).expect("JSON"),
+        other => panic!("not a text frame: {other:?}"),
+    }
+}
+
+/// Reads binary frames until `want` has arrived.
+async fn read_bytes(ws: &mut Ws, want: &[u8]) {
+    let mut got = Vec::new();
+    while got.len() < want.len() {
+        match next_msg(ws).await {
+            Message::Binary(b) => got.extend_from_slice(&b),
+            other => panic!("expected bytes, got {other:?} after {got:?}"),
+        }
+    }
+    assert_eq!(got, want);
+}
+
+fn go_proxy_start(port: u16) -> Message {
+    Message::Text(
+        json!({"type": "start", "operation": "proxy",
+               "params": {"host": "localhost", "port": port, "keep_alive": true}})
+        .to_string()
+        .into(),
+    )
+}
+
+#[tokio::test]
+async fn proxy_ops() {
+    let d = TestDaemon::start_real();
+    d.create("ctl-proxy").await;
+    tcp_server(&d, "ctl-proxy", 7001, false).await;
+    tcp_server(&d, "ctl-proxy", 7002, true).await;
+    let mut ws = control(&d, "ctl-proxy").await;
+
+    // Go's form: bare start, bare reply, raw bytes both ways, bare release; twice on one
+    // socket, then an exec op on it.
+    for round in 0..2 {
+        ws.send(go_proxy_start(7001)).await.unwrap();
+        assert_eq!(
+            text_json(&next_msg(&mut ws).await),
+            json!({"status": "connected", "target": "localhost:7001"})
+        );
+        let data = format!("hello {round}").into_bytes();
+        binary(&mut ws, &data).await;
+        read_bytes(&mut ws, &data).await;
+        let big: Vec<u8> = (0..200_000u32).map(|i| (i % 251) as u8).collect();
+        binary(&mut ws, &big).await;
+        read_bytes(&mut ws, &big).await;
+        ws.send(Message::Text(r#"{"type":"release"}"#.into()))
+            .await
+            .unwrap();
+    }
+    start(&mut ws, json!({"cmd": ["echo", "after proxy"]})).await;
+    let op = read_op(&mut ws).await;
+    assert_eq!(op.stdout(), "after proxy\n");
+    op.assert_non_tty_end(0);
+
+    // The prefixed form: the target hangs up, op.complete, the socket goes on.
+    send_control(
+        &mut ws,
+        json!({"type": "op.start", "id": 9, "op": "proxy", "args": {"port": "7002"}}),
+    )
+    .await;
+    assert_eq!(text_json(&next_msg(&mut ws).await)["status"], "connected");
+    read_bytes(&mut ws, b"bye").await;
+    let m = next_msg(&mut ws).await;
+    let Message::Text(t) = &m else {
+        panic!("{m:?}")
+    };
+    let done: Value = serde_json::from_str(t.as_str().strip_prefix("control:").unwrap()).unwrap();
+    assert_eq!(done["type"], "op.complete");
+    assert_eq!(done["id"], 9);
+    // Nothing listening, or no port: refused, socket usable.
+    send_control(
+        &mut ws,
+        json!({"type": "op.start", "op": "proxy", "args": {"port": 7999}}),
+    )
+    .await;
+    assert_eq!(read_op(&mut ws).await.error().0, "op.failed");
+    send_control(
+        &mut ws,
+        json!({"type": "op.start", "op": "proxy", "args": {}}),
+    )
+    .await;
+    assert_eq!(read_op(&mut ws).await.error().0, "op.failed");
+    ws.send(go_proxy_start(7999)).await.unwrap();
+    let r = text_json(&next_msg(&mut ws).await);
+    assert_eq!(r["status"], "error", "{r}");
+    ws.send(Message::Text(r#"{"type":"release"}"#.into()))
+        .await
+        .unwrap();
+    start(&mut ws, json!({"cmd": ["true"]})).await;
+    read_op(&mut ws).await.assert_non_tty_end(0);
+
+    // Go's form when the target hangs up: its reads only end on a close frame.
+    ws.send(go_proxy_start(7002)).await.unwrap();
+    assert_eq!(text_json(&next_msg(&mut ws).await)["status"], "connected");
+    read_bytes(&mut ws, b"bye").await;
+    match next_msg(&mut ws).await {
+        Message::Close(Some(f)) => assert_eq!(u16::from(f.code), 1000),
+        other => panic!("expected close 1000, got {other:?}"),
+    }
+
+    // Auto-start from the URL.
+    let mut ws = open(&d, "/v1/sprites/ctl-proxy/control?op=proxy&port=7001").await;
+    assert_eq!(text_json(&next_msg(&mut ws).await)["status"], "connected");
+    binary(&mut ws, b"auto").await;
+    read_bytes(&mut ws, b"auto").await;
+    send_control(&mut ws, json!({"type": "release"})).await;
+    let m = next_msg(&mut ws).await;
+    assert!(
+        matches!(&m, Message::Text(t) if t.as_str().starts_with("control:")
+            && t.as_str().contains("op.complete")),
+        "{m:?}"
+    );
+    d.delete("ctl-proxy").await;
 }

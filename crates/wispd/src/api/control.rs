@@ -8,13 +8,14 @@
 //!
 //! * `op.start` with `op` `exec`: `args` mirror the exec query (`cmd` array, `path`, `env`
 //!   array, `dir`, `tty`, `rows`, `cols`, `stdin`, `id` to attach, `max_run_after_disconnect`);
-//!   strings, numbers and booleans are all accepted. Other ops answer `op.error`.
+//!   strings, numbers and booleans are all accepted. `proxy`: a TCP connection into the
+//!   sprite (`control_proxy.rs`). Other ops (`fs.*`) answer `op.error`.
 //! * End of an exec op: non-TTY binary `[0x03, code]`, TTY text `exit`; then
 //!   `control:op.complete {"exitCode", "ok"}`, and nothing else: Go hands any later non-control
 //!   frame to the socket's next operation.
 //! * Failures (bad arguments, a sprite that cannot start, a lost session) answer
 //!   `control:op.error {"error", "code", "message"}` and leave the socket usable.
-//! * `?op=exec&cmd=...` on the upgrade starts an operation right away.
+//! * `?op=exec&cmd=...` (or `?op=proxy&port=...`) on the upgrade starts an operation at once.
 //! * Tolerated: Go's bare `{"type":"release"}` after each op, stray frames between ops (a
 //!   late EOF, say), bare-JSON `op.start` (Go's fs helpers).
 //! * An idle socket sends `{"type":"keepalive"}` every 15 s (the JS SDK counts messages as
@@ -36,10 +37,12 @@ use serde_json::{json, Map, Value};
 use wisp_api::exec::{exit_byte, TextMessage, STREAM_EXIT};
 use wisp_api::SPRITE_CAPABILITIES;
 
+use super::control_proxy;
 use super::error::ApiError;
 use super::exec::{bridge_options, parse_exec_params, start_session, Started};
 use super::exec_bridge::{self, close_message, json_message, Outcome, Rx, Tx, KEEPALIVE_INTERVAL};
 use super::extract::{query_pairs, ApiPath};
+use super::proxy::target_from_query;
 use super::sprites::find_sprite;
 use super::AppState;
 use crate::auth::Caller;
@@ -52,7 +55,6 @@ const CLOSE_FLUSH: Duration = Duration::from_secs(1);
 
 /// Ops the SDKs know but this server does not run over control.
 const UNSUPPORTED_OPS: &[&str] = &[
-    "proxy",
     "fs.read",
     "fs.write",
     "fs.list",
@@ -73,6 +75,8 @@ pub struct OpStart {
     pub op: String,
     /// `args` as query pairs (the exec parameters' form).
     pub args: Vec<(String, String)>,
+    /// Sent without the `control:` prefix (Go's proxy and fs helpers), and answered likewise.
+    pub bare: bool,
 }
 
 /// What a text frame from the client means outside an operation.
@@ -124,13 +128,30 @@ pub fn auto_start(pairs: &[(String, String)]) -> Result<Option<OpStart>, ApiErro
         return Ok(None);
     };
     let args: Vec<(String, String)> = pairs.iter().filter(|(k, _)| k != "op").cloned().collect();
-    if op != "exec" {
-        return Err(ApiError::bad_request(format!(
-            "op {op:?} cannot be started from the URL; only exec can"
-        )));
+    match op.as_str() {
+        "exec" => {
+            parse_exec_params(&args, None)?;
+        }
+        "proxy" => {
+            if target_from_query(&args)
+                .map_err(ApiError::bad_request)?
+                .is_none()
+            {
+                return Err(ApiError::bad_request("proxy needs a port (1..65535)"));
+            }
+        }
+        _ => {
+            return Err(ApiError::bad_request(format!(
+                "op {op:?} cannot be started from the URL; exec and proxy can"
+            )))
+        }
     }
-    parse_exec_params(&args, None)?;
-    Ok(Some(OpStart { id: None, op, args }))
+    Ok(Some(OpStart {
+        id: None,
+        op,
+        args,
+        bare: false,
+    }))
 }
 
 /// Parses a client text frame: `control:`-prefixed envelopes, and the bare forms some
@@ -168,6 +189,7 @@ pub fn parse_text(text: &str) -> ClientControl {
                 id,
                 op: op.to_string(),
                 args: args_to_pairs(obj.get("args").unwrap_or(&Value::Null)),
+                bare: !prefixed,
             })
         }
         // Go's proxy over control: {"type":"start","operation":"proxy","params":{...}}.
@@ -176,6 +198,7 @@ pub fn parse_text(text: &str) -> ClientControl {
                 id,
                 op: op.to_string(),
                 args: args_to_pairs(obj.get("params").unwrap_or(&Value::Null)),
+                bare: true,
             }),
             None => ClientControl::Ignore,
         },
@@ -243,6 +266,14 @@ pub fn op_error(id: Option<&Value>, code: &str, message: &str) -> Message {
         id,
         json!({"error": message, "code": code, "message": message}),
     )
+}
+
+/// An `op.error` for a client that sent its start as bare JSON (Go's fs helpers): bare too,
+/// with `error`/`code` at the top (their error shape) and in `args` (`op.error`'s).
+pub fn bare_op_error(code: &str, message: &str) -> Message {
+    let args = json!({"error": message, "code": code, "message": message});
+    let frame = json!({"type": "op.error", "error": message, "code": code, "args": args});
+    Message::Text(Utf8Bytes::from(frame.to_string()))
 }
 
 /// The frames that end an exec op: the exit (binary `[3, code]` without a TTY, text `exit`
@@ -331,14 +362,19 @@ impl Control {
     async fn op(&self, tx: &mut Tx, rx: Rx, start: OpStart) -> Option<Rx> {
         tracing::debug!(sprite = %self.sprite_name, op = %start.op, "control op");
         let id = start.id.as_ref();
-        let refusal = match start.op.as_str() {
+        let (code, message) = match start.op.as_str() {
             "exec" => return self.exec(tx, rx, &start).await,
-            op if UNSUPPORTED_OPS.contains(&op) => op_error(
-                id,
+            "proxy" => return control_proxy::run(&self.st, &self.sprite_id, tx, rx, &start).await,
+            op if UNSUPPORTED_OPS.contains(&op) => (
                 "op.not_supported",
-                &format!("{op} is not supported over the control connection by this server"),
+                format!("{op} is not supported over the control connection by this server"),
             ),
-            op => op_error(id, "op.not_found", &format!("unknown operation {op:?}")),
+            op => ("op.not_found", format!("unknown operation {op:?}")),
+        };
+        let refusal = if start.bare {
+            bare_op_error(code, &message)
+        } else {
+            op_error(id, code, &message)
         };
         tx.send(refusal).await.ok()?;
         Some(rx)
@@ -437,6 +473,7 @@ mod tests {
         );
         assert_eq!(s.op, "exec");
         assert_eq!(s.id, None);
+        assert!(!s.bare);
         let p = parse_exec_params(&s.args, None).unwrap();
         assert_eq!(p.cmd, ["sh", "-c", "echo hi"]);
         assert_eq!(p.env, [("A".to_string(), "1".to_string())]);
@@ -459,12 +496,14 @@ mod tests {
         // Go's bare fs form: args as a query string.
         let s = start(r#"{"type":"op.start","op":"fs.list","args":"path=%2Ftmp&recursive=true"}"#);
         assert_eq!(s.op, "fs.list");
+        assert!(s.bare);
         assert_eq!(s.args, pairs(&[("path", "/tmp"), ("recursive", "true")]));
         // Go's legacy proxy start.
         let s = start(
             r#"{"type":"start","operation":"proxy","params":{"host":"localhost","port":8080}}"#,
         );
         assert_eq!(s.op, "proxy");
+        assert!(s.bare);
         assert_eq!(s.args, pairs(&[("host", "localhost"), ("port", "8080")]));
     }
 
@@ -511,12 +550,17 @@ mod tests {
             auto_start(&pairs(&[("op", "exec")])).unwrap_err().status,
             400
         );
-        assert_eq!(
-            auto_start(&pairs(&[("op", "proxy"), ("port", "1")]))
-                .unwrap_err()
-                .status,
-            400
-        );
+        let s = auto_start(&pairs(&[("op", "proxy"), ("port", "8080")]))
+            .unwrap()
+            .unwrap();
+        assert_eq!((s.op.as_str(), s.bare), ("proxy", false));
+        for bad in [
+            &[("op", "proxy")][..],
+            &[("op", "proxy"), ("port", "0")],
+            &[("op", "fs.read"), ("path", "/")],
+        ] {
+            assert_eq!(auto_start(&pairs(bad)).unwrap_err().status, 400);
+        }
     }
 
     fn text_of(m: &Message) -> Value {
@@ -550,6 +594,14 @@ mod tests {
         assert_eq!(
             text_of(&tty[1]),
             json!({"type": "op.complete", "args": {"exitCode": 3, "ok": true}})
+        );
+        let bare = bare_op_error("op.not_supported", "no");
+        let Message::Text(t) = &bare else { panic!() };
+        assert!(t.as_str().starts_with('{'));
+        assert_eq!(
+            text_of(&bare),
+            json!({"type": "op.error", "error": "no", "code": "op.not_supported",
+                   "args": {"error": "no", "code": "op.not_supported", "message": "no"}})
         );
         assert_eq!(
             text_of(&op_error(None, "op.invalid", "bad")),

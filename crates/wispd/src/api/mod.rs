@@ -4,6 +4,7 @@
 mod auth;
 mod checkpoints;
 mod control;
+mod control_proxy;
 mod error;
 mod exec;
 mod exec_bridge;

@@ -86,6 +86,47 @@ pub struct Sprite {
     pub last_active_at: Option<String>,
     pub last_running_at: Option<String>,
     pub last_warming_at: Option<String>,
+    /// Wisp extension: this sprite's own idle timeouts, when it has any.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub lifecycle: Option<Lifecycle>,
+}
+
+/// Wisp extension: per-sprite idle timeouts, as Go durations (`30s`, `5m`, `1h30m`; `0` never
+/// sleeps). In a create or update, `"default"` goes back to the daemon's setting and an omitted
+/// field is left as it is.
+#[derive(Debug, Clone, Default, Serialize, Deserialize, PartialEq)]
+pub struct Lifecycle {
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub idle_timeout: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub cold_timeout: Option<String>,
+}
+
+/// One field of [`Lifecycle`] in a request: keep, back to the default, or this many ms.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum TimeoutSetting {
+    Keep,
+    Default,
+    Millis(u64),
+}
+
+impl Lifecycle {
+    /// Parses both fields; the error names the field.
+    pub fn settings(&self) -> Result<(TimeoutSetting, TimeoutSetting), String> {
+        let one = |name: &str, v: &Option<String>| -> Result<TimeoutSetting, String> {
+            match v.as_deref() {
+                None => Ok(TimeoutSetting::Keep),
+                Some("default") => Ok(TimeoutSetting::Default),
+                Some(s) => crate::duration::parse_duration(s)
+                    .map(|d| TimeoutSetting::Millis(d.as_millis() as u64))
+                    .map_err(|e| format!("lifecycle.{name}: {e}")),
+            }
+        };
+        Ok((
+            one("idle_timeout", &self.idle_timeout)?,
+            one("cold_timeout", &self.cold_timeout)?,
+        ))
+    }
 }
 
 /// `POST /v1/sprites`.
@@ -108,6 +149,9 @@ pub struct CreateSpriteRequest {
     /// Wisp extension: fork the new sprite from another sprite's checkpoint.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub from: Option<crate::checkpoint::ForkSource>,
+    /// Wisp extension: this sprite's own idle timeouts.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub lifecycle: Option<Lifecycle>,
 }
 
 /// `PUT /v1/sprites/{name}`: omitted fields stay as they are.
@@ -119,6 +163,9 @@ pub struct UpdateSpriteRequest {
     pub labels: Option<Vec<String>>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub clear_labels: Option<bool>,
+    /// Wisp extension: this sprite's own idle timeouts.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub lifecycle: Option<Lifecycle>,
 }
 
 /// Organization counts attached to a list page.

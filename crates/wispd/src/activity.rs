@@ -209,12 +209,6 @@ pub struct IdlePolicy {
     pub memory_budget: Option<u64>,
 }
 
-impl IdlePolicy {
-    pub fn enabled(&self) -> bool {
-        !self.idle_timeout.is_zero() || !self.cold_timeout.is_zero() || self.memory_budget.is_some()
-    }
-}
-
 /// Newest output of any session of the sprite, as an age; `None` if none ever wrote.
 async fn last_session_output(manager: &SpriteManager, id: &str) -> Option<Duration> {
     let sessions = manager.runtime().list_sessions(id).await.ok()?;
@@ -293,11 +287,9 @@ async fn enforce_memory_budget(
     }
 }
 
-/// The idle timer: runs for ever, every [`TICK`].
+/// The idle timer: runs for ever, every [`TICK`]. Sprites with timeouts of their own use them
+/// instead of the daemon's (so it runs even when the daemon's are off).
 pub async fn run_idle_timer(manager: Arc<SpriteManager>, policy: IdlePolicy) {
-    if !policy.enabled() {
-        return;
-    }
     let mut tick = tokio::time::interval(TICK);
     tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     let mut n: u64 = 0;
@@ -313,9 +305,20 @@ pub async fn run_idle_timer(manager: Arc<SpriteManager>, policy: IdlePolicy) {
         };
         let activity = manager.activity().clone();
         activity.retain(&rows.iter().map(|r| r.id.as_str()).collect());
+        let own = manager.store().all_sprite_timeouts().unwrap_or_default();
         let checks = rows.iter().map(|row| {
             let manager = manager.clone();
             let activity = activity.clone();
+            let (idle_ms, cold_ms) = own.get(&row.id).copied().unwrap_or_default();
+            let policy = IdlePolicy {
+                idle_timeout: idle_ms
+                    .map(Duration::from_millis)
+                    .unwrap_or(policy.idle_timeout),
+                cold_timeout: cold_ms
+                    .map(Duration::from_millis)
+                    .unwrap_or(policy.cold_timeout),
+                ..policy
+            };
             async move {
                 let state = match manager.runtime().state(&row.id).await {
                     Ok(s) => s,

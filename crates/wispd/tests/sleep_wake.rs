@@ -8,7 +8,7 @@ use std::time::{Duration, Instant};
 
 use common::TestDaemon;
 use reqwest::{Method, StatusCode};
-use serde_json::Value;
+use serde_json::{json, Value};
 
 /// Appends a timestamp to /tmp/ticks every 50 ms, in its own session (so the exec that
 /// started it can end), and records its pid in /tmp/pidfile.
@@ -40,7 +40,10 @@ async fn status(d: &TestDaemon, name: &str) -> String {
 }
 
 fn ticks_file(d: &TestDaemon, id: &str) -> PathBuf {
-    d.data_dir.join("pool/sprites").join(id).join("live/upper/tmp/ticks")
+    d.data_dir
+        .join("pool/sprites")
+        .join(id)
+        .join("live/upper/tmp/ticks")
 }
 
 fn tick_count(d: &TestDaemon, id: &str) -> usize {
@@ -374,4 +377,57 @@ async fn over_the_memory_budget_the_least_recently_used_sprite_goes_cold() {
     assert_eq!(d.sh("older", "echo back").await, "back\n");
     d.delete("older").await;
     d.delete("newer").await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn a_sprite_can_have_its_own_idle_timeouts() {
+    // The daemon never puts anything to sleep; one sprite asks for 1 s / 2 s.
+    let d = TestDaemon::start_real_args(&["--idle-timeout", "0", "--cold-timeout", "0"]);
+    let (code, body) = d
+        .call(
+            reqwest::Method::POST,
+            "/v1/sprites",
+            Some(json!({"name": "sleepy", "lifecycle": {"idle_timeout": "1s", "cold_timeout": "2s"}})),
+        )
+        .await;
+    assert_eq!(code, StatusCode::CREATED, "{body}");
+    assert_eq!(
+        body["lifecycle"],
+        json!({"idle_timeout": "1s", "cold_timeout": "2s"})
+    );
+    d.create("awake").await;
+    wait_status(&d, "sleepy", "warm", Duration::from_secs(5)).await;
+    wait_status(&d, "sleepy", "cold", Duration::from_secs(6)).await;
+    assert_eq!(status(&d, "awake").await, "running");
+    // Back to the daemon's setting (never): it stays awake after a wake.
+    let (code, body) = d
+        .call(
+            reqwest::Method::PUT,
+            "/v1/sprites/sleepy",
+            Some(json!({"lifecycle": {"idle_timeout": "default", "cold_timeout": "default"}})),
+        )
+        .await;
+    assert_eq!(code, StatusCode::OK, "{body}");
+    assert!(body.get("lifecycle").is_none(), "{body}");
+    d.sh("sleepy", "true").await;
+    tokio::time::sleep(Duration::from_secs(2)).await;
+    assert_eq!(status(&d, "sleepy").await, "running");
+    // Bad durations are refused with the field named.
+    let (code, body) = d
+        .call(
+            reqwest::Method::PUT,
+            "/v1/sprites/sleepy",
+            Some(json!({"lifecycle": {"idle_timeout": "soon"}})),
+        )
+        .await;
+    assert_eq!(code, StatusCode::BAD_REQUEST, "{body}");
+    assert!(
+        body["error"]
+            .as_str()
+            .unwrap()
+            .contains("lifecycle.idle_timeout"),
+        "{body}"
+    );
+    d.delete("sleepy").await;
+    d.delete("awake").await;
 }

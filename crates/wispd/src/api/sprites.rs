@@ -5,8 +5,8 @@ use axum::http::StatusCode;
 use axum::{Extension, Json};
 use wisp_api::name::validate_sprite_name;
 use wisp_api::sprite::{
-    validate_labels, CreateSpriteRequest, ListSpritesResponse, OrgInfo, Sprite, SpriteStatus,
-    UpdateSpriteRequest, UrlSettingsPatch, URL_AUTH_SPRITE,
+    validate_labels, CreateSpriteRequest, Lifecycle, ListSpritesResponse, OrgInfo, Sprite,
+    SpriteStatus, TimeoutSetting, UpdateSpriteRequest, UrlSettingsPatch, URL_AUTH_SPRITE,
 };
 
 use super::error::{name_error, ApiError};
@@ -45,7 +45,39 @@ fn validate_settings(
 
 async fn view(st: &AppState, caller: &Caller, row: &SpriteRow) -> Sprite {
     let status = st.manager.status(&row.id).await;
-    sprite_object(row, &caller.org_slug, status, &st.url_base)
+    let mut sprite = sprite_object(row, &caller.org_slug, status, &st.url_base);
+    sprite.lifecycle = st
+        .store
+        .sprite_timeouts(&row.id)
+        .ok()
+        .and_then(lifecycle_view);
+    sprite
+}
+
+/// `5000` → `5s`, `1500` → `1500ms`.
+fn duration_text(ms: u64) -> String {
+    if ms % 1000 == 0 {
+        format!("{}s", ms / 1000)
+    } else {
+        format!("{ms}ms")
+    }
+}
+
+fn lifecycle_view((idle, cold): crate::store::Timeouts) -> Option<Lifecycle> {
+    (idle.is_some() || cold.is_some()).then(|| Lifecycle {
+        idle_timeout: idle.map(duration_text),
+        cold_timeout: cold.map(duration_text),
+    })
+}
+
+fn parse_lifecycle(
+    l: Option<&Lifecycle>,
+) -> Result<Option<(TimeoutSetting, TimeoutSetting)>, ApiError> {
+    l.map(|l| {
+        l.settings()
+            .map_err(|m| ApiError::validation(m.clone(), vec![m]))
+    })
+    .transpose()
 }
 
 pub async fn create(
@@ -56,6 +88,7 @@ pub async fn create(
     let name = req.name.unwrap_or_default();
     validate_sprite_name(&name).map_err(name_error)?;
     validate_settings(req.url_settings.as_ref(), req.labels.as_deref())?;
+    let lifecycle = parse_lifecycle(req.lifecycle.as_ref())?;
     let from = match &req.from {
         None => None,
         Some(src) => {
@@ -86,6 +119,9 @@ pub async fn create(
         from,
     };
     let row = st.manager.create(new).await?;
+    if let Some((idle, cold)) = lifecycle {
+        st.store.set_sprite_timeouts(&row.id, idle, cold)?;
+    }
     crate::insprite::sprite_created(&row.id);
     st.manager.activity().touch(&row.id);
     Ok((StatusCode::CREATED, Json(view(&st, &caller, &row).await)))
@@ -106,6 +142,7 @@ pub async fn list(
     // Counts cover the whole org; every status comes from one concurrent sweep.
     let ids = st.store.org_sprite_ids(&caller.org_id)?;
     let statuses = st.manager.statuses(&ids).await;
+    let timeouts = st.store.all_sprite_timeouts()?;
     let count = |s: SpriteStatus| statuses.values().filter(|v| **v == s).count() as u64;
     let org = OrgInfo {
         name: caller.org_slug.clone(),
@@ -118,7 +155,9 @@ pub async fn list(
         .iter()
         .map(|row| {
             let status = statuses.get(&row.id).copied().unwrap_or(SpriteStatus::Cold);
-            sprite_object(row, &caller.org_slug, status, &st.url_base)
+            let mut sprite = sprite_object(row, &caller.org_slug, status, &st.url_base);
+            sprite.lifecycle = timeouts.get(&row.id).copied().and_then(lifecycle_view);
+            sprite
         })
         .collect();
     let next_continuation_token = page
@@ -149,7 +188,11 @@ pub async fn update(
     ApiJson(req): ApiJson<UpdateSpriteRequest>,
 ) -> Result<Json<Sprite>, ApiError> {
     validate_settings(req.url_settings.as_ref(), req.labels.as_deref())?;
+    let lifecycle = parse_lifecycle(req.lifecycle.as_ref())?;
     let row = find_sprite(&st, &caller, &name)?;
+    if let Some((idle, cold)) = lifecycle {
+        st.store.set_sprite_timeouts(&row.id, idle, cold)?;
+    }
     let url = req.url_settings.unwrap_or_default();
     let url_auth = url.auth.unwrap_or_else(|| row.url_auth.clone());
     let private_access = url.private_access.or_else(|| row.private_access.clone());

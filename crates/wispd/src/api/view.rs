@@ -42,6 +42,7 @@ pub fn sprite_object(
             .clone()
             .or_else(|| row.last_started_at.clone()),
         last_warming_at: row.last_warming_at.clone(),
+        lifecycle: None,
     }
 }
 

@@ -64,6 +64,30 @@ pub const MIGRATIONS: &[&str] = &[
     ALTER TABLE sprites ADD COLUMN current_checkpoint TEXT;
     ALTER TABLE sprites ADD COLUMN restoring TEXT;
     "#,
+    // 4: services (§3.8). `args`, `needs` and `env` are JSON; `stopped` is the sticky stop.
+    // At most one service per sprite has an `http_port`.
+    r#"
+    CREATE TABLE services (
+        sprite_id   TEXT NOT NULL REFERENCES sprites(id) ON DELETE CASCADE,
+        name        TEXT NOT NULL,
+        cmd         TEXT NOT NULL,
+        args        TEXT NOT NULL DEFAULT '[]',
+        needs       TEXT NOT NULL DEFAULT '[]',
+        http_port   INTEGER,
+        env         TEXT NOT NULL DEFAULT '{}',
+        dir         TEXT,
+        stopped     INTEGER NOT NULL DEFAULT 0,
+        created_at  TEXT NOT NULL,
+        updated_at  TEXT NOT NULL,
+        PRIMARY KEY (sprite_id, name)
+    );
+    CREATE UNIQUE INDEX services_one_http_port ON services(sprite_id) WHERE http_port IS NOT NULL;
+    "#,
+    // 5: per-sprite idle timeouts in milliseconds (NULL: the daemon's setting; 0: never).
+    r#"
+    ALTER TABLE sprites ADD COLUMN idle_timeout_ms INTEGER;
+    ALTER TABLE sprites ADD COLUMN cold_timeout_ms INTEGER;
+    "#,
 ];
 
 /// Brings the schema up to date, one transaction per step, so a crash leaves the database at

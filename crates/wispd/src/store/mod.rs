@@ -6,6 +6,7 @@
 //! lock is ever held across an `.await`.
 
 mod checkpoints;
+mod lifecycle;
 mod migrations;
 mod orgs;
 mod sprites;
@@ -17,6 +18,7 @@ use std::time::Duration;
 use rusqlite::Connection;
 
 pub use checkpoints::{CheckpointRow, CheckpointState};
+pub use lifecycle::Timeouts;
 pub use orgs::{Organization, TokenRecord};
 pub use sprites::{SpriteRow, SpriteState};
 

@@ -3,6 +3,7 @@
 //! This crate is shared by the daemon (`wispd`), the CLI (`wisp`) and any Rust client. It holds
 //! only data shapes and pure functions (validation, frame codecs, duration parsing): no I/O.
 
+pub mod attenuation;
 pub mod checkpoint;
 pub mod duration;
 pub mod error;

@@ -28,6 +28,7 @@ use crate::cgroup::SpriteCgroup;
 use crate::config::KeeperConfig;
 use crate::init::{self, FromInit, ToInit, MSG_MAX};
 use crate::proto::{self, Control, Kind, Reply, Request, SpawnSpec};
+use crate::services::{self, Spawned, Supervisor};
 use crate::session::{lock, ClientConn, Outputs, Session};
 
 macro_rules! log {
@@ -42,6 +43,8 @@ struct Tables {
     early_exits: HashMap<i32, i32>,
     /// Processes init forked whose session could not be set up (killed; exit ignored).
     abandoned: std::collections::HashSet<i32>,
+    /// Processes of services: their exits go to the supervisor.
+    service_pids: std::collections::HashSet<i32>,
 }
 
 /// Result of a spawn as init reports it.
@@ -59,6 +62,7 @@ struct Keeper {
     /// so that an exit is never lost between the two.
     tables: Mutex<Tables>,
     exiting: Mutex<bool>,
+    services: Arc<Supervisor>,
 }
 
 /// Entry point of the `wisp-keeper` binary.
@@ -155,7 +159,6 @@ fn start(cfg: KeeperConfig) -> Result<Arc<Keeper>, String> {
     }
     Ok(Arc::new(Keeper {
         _lock: lock,
-        cfg,
         init_pid: pid.as_raw(),
         cgroup,
         chan,
@@ -163,6 +166,8 @@ fn start(cfg: KeeperConfig) -> Result<Arc<Keeper>, String> {
         pending: Mutex::new(HashMap::new()),
         tables: Mutex::new(Tables::default()),
         exiting: Mutex::new(false),
+        services: Supervisor::new(cfg.sprite_dir.join("logs").join("services")),
+        cfg,
     }))
 }
 
@@ -231,6 +236,9 @@ fn serve(k: Arc<Keeper>) -> ! {
     );
     let reader = k.clone();
     std::thread::spawn(move || reader.read_init());
+    let host: Arc<dyn services::Host> = k.clone();
+    let supervisor = k.services.clone();
+    std::thread::spawn(move || supervisor.run(host));
     for conn in listener.incoming() {
         match conn {
             Ok(c) => {
@@ -278,16 +286,20 @@ impl Keeper {
                     }
                 }
                 FromInit::Exited { pid, code } => {
-                    let session = {
+                    let (session, service) = {
                         let mut t = lock(&self.tables);
                         let s = t.sessions.get(&pid).cloned();
-                        if s.is_none() && !t.abandoned.remove(&pid) {
+                        let service = s.is_none() && t.service_pids.remove(&pid);
+                        if s.is_none() && !service && !t.abandoned.remove(&pid) {
                             t.early_exits.insert(pid, code);
                         }
-                        s
+                        (s, service)
                     };
                     if let Some(s) = session {
                         s.set_exit(code);
+                    }
+                    if service {
+                        self.services.exited(pid, code);
                     }
                 }
                 FromInit::Ready | FromInit::Failed { .. } => {}
@@ -385,6 +397,47 @@ impl Keeper {
                 None => reply(&mut conn, &not_found(&session_id)),
             },
             Request::Shutdown => self.shutdown(Some(&mut conn)),
+            Request::SetServices { services } => {
+                let seq = self.services.set(services, &*self);
+                reply(&mut conn, &Reply::ServiceSeq { seq });
+            }
+            Request::StartService { name } => {
+                let r = self.services.start(&name);
+                reply(&mut conn, &seq_reply(r));
+            }
+            Request::StopService { name, timeout_ms } => {
+                let r = self
+                    .services
+                    .stop(&name, Duration::from_millis(timeout_ms), &*self);
+                reply(&mut conn, &seq_reply(r));
+            }
+            Request::RestartService { name, timeout_ms } => {
+                let r = self
+                    .services
+                    .restart(&name, Duration::from_millis(timeout_ms), &*self);
+                reply(&mut conn, &seq_reply(r));
+            }
+            Request::SignalService { name, signal } => {
+                let r = match self.services.signal(&name, signal, &*self) {
+                    Ok(()) => Reply::Ok,
+                    Err(e) => e.into(),
+                };
+                reply(&mut conn, &r);
+            }
+            Request::ListServices => reply(
+                &mut conn,
+                &Reply::Services {
+                    services: self.services.list(),
+                },
+            ),
+            Request::WatchService {
+                name,
+                after_seq,
+                tail,
+                follow,
+            } => self
+                .services
+                .watch(&mut conn, &name, after_seq, tail, follow),
             Request::Spawn(spec) => match self.spawn(&spec) {
                 Ok((session, outputs)) => {
                     reply(
@@ -460,6 +513,14 @@ impl Keeper {
     }
 
     fn spawn(&self, spec: &SpawnSpec) -> Result<(Arc<Session>, Outputs), Reply> {
+        let (pid, has_stdin, fds) = self.spawn_process(spec)?;
+        self.register(spec, pid, has_stdin, fds)
+            .inspect_err(|_| self.abandon(pid))
+    }
+
+    /// Asks init to start a command; returns its pid, whether it has a stdin pipe, and the
+    /// descriptors init handed over.
+    fn spawn_process(&self, spec: &SpawnSpec) -> Result<(i32, bool, Vec<OwnedFd>), Reply> {
         if spec.argv.is_empty() {
             return Err("no command".into());
         }
@@ -473,11 +534,8 @@ impl Keeper {
             lock(&self.pending).remove(&req);
             return Err("the sprite's init is not running".into());
         }
-        let (pid, has_stdin, fds) = rx
-            .recv_timeout(Duration::from_secs(30))
-            .map_err(|_| "the sprite's init did not answer".to_string())??;
-        self.register(spec, pid, has_stdin, fds)
-            .inspect_err(|_| self.abandon(pid))
+        rx.recv_timeout(Duration::from_secs(30))
+            .map_err(|_| "the sprite's init did not answer".to_string())?
     }
 
     /// Kills a process init started for a session that could not be set up, and makes sure
@@ -575,6 +633,53 @@ impl Keeper {
             }
         }
         session.detach(client);
+    }
+}
+
+impl services::Host for Keeper {
+    fn spawn_service(&self, spec: &SpawnSpec) -> Result<Spawned, String> {
+        let (pid, _, fds) = self.spawn_process(spec).map_err(|r| match r {
+            Reply::Error { message, .. } => message,
+            other => format!("{other:?}"),
+        })?;
+        let mut fds = fds.into_iter();
+        let (Some(stdout), Some(stderr), None) = (fds.next(), fds.next(), fds.next()) else {
+            self.abandon(pid);
+            return Err("init sent the wrong descriptors".into());
+        };
+        let early_exit = {
+            let mut t = lock(&self.tables);
+            let early = t.early_exits.remove(&pid);
+            if early.is_none() {
+                t.service_pids.insert(pid);
+            }
+            early
+        };
+        Ok(Spawned {
+            pid,
+            stdout,
+            stderr,
+            early_exit,
+        })
+    }
+
+    fn signal(&self, pid: i32, signal: i32) {
+        Keeper::signal(self, pid, signal);
+    }
+
+    fn is_frozen(&self) -> bool {
+        self.cgroup.is_frozen()
+    }
+
+    fn init_host_pid(&self) -> i32 {
+        self.init_pid
+    }
+}
+
+fn seq_reply(r: Result<u64, services::ServiceError>) -> Reply {
+    match r {
+        Ok(seq) => Reply::ServiceSeq { seq },
+        Err(e) => e.into(),
     }
 }
 

@@ -21,5 +21,7 @@ mod init;
 pub mod keeper;
 mod passwd;
 pub mod seccomp;
+#[cfg(target_os = "linux")]
+mod services;
 mod session;
 mod stdin_queue;

@@ -6,6 +6,8 @@
 //! `Stdin`/`StdinEof`/`Control` from the client, `Stdout`/`Stderr`/`Exit` from the keeper.
 //! Closing the connection detaches from the session; the keeper keeps the process (and its
 //! output, in a scrollback buffer) until it exits or its `max_run_after_disconnect` runs out.
+//! `WatchService` answers `Ok` and then carries `Event` frames (JSON [`ServiceEvent`]) until
+//! the client closes the connection (or at once, without `follow`).
 //! All other requests are one request, one reply, then the keeper closes the connection.
 
 use std::io::{self, Read, Write};
@@ -30,6 +32,8 @@ pub enum Kind {
     Exit = 7,
     /// Payload: JSON [`Control`].
     Control = 8,
+    /// Payload: JSON [`ServiceEvent`] (keeper → client, after `WatchService`).
+    Event = 9,
 }
 
 impl Kind {
@@ -43,6 +47,7 @@ impl Kind {
             6 => Kind::Stderr,
             7 => Kind::Exit,
             8 => Kind::Control,
+            9 => Kind::Event,
             _ => return None,
         })
     }
@@ -71,6 +76,107 @@ pub enum Request {
     Freeze,
     /// Undo `Freeze`; answers `Ok` once the cgroup runs again. Thawing a running sprite is fine.
     Thaw,
+    /// Replaces the whole set of services (definitions and which are stopped). The keeper
+    /// starts what should run (in `needs` order), restarts services whose definition changed,
+    /// and stops removed or stopped ones. Answers `ServiceSeq`: events after it are this
+    /// request's doing (or later ones').
+    SetServices { services: Vec<ServiceSpec> },
+    /// Starts a service now (clearing a sticky stop and any restart backoff). `ServiceSeq`.
+    StartService { name: String },
+    /// Stops a service: SIGTERM to its process group, SIGKILL after `timeout_ms`. The stop is
+    /// sticky until `StartService`. Answers `ServiceSeq` at once; the `stopped` event follows.
+    /// Error `service_not_running` when it is stopped already.
+    StopService { name: String, timeout_ms: u64 },
+    /// Stops the service if it runs, then starts it again. `ServiceSeq`.
+    RestartService { name: String, timeout_ms: u64 },
+    /// Sends a signal to a service's process group. `Ok`; `service_not_running`.
+    SignalService { name: String, signal: i32 },
+    /// Answers `Services`.
+    ListServices,
+    /// Answers `Ok`, then sends the service's buffered events as `Event` frames: those after
+    /// `after_seq` when given, else the last `tail` output lines (all when `None`). With
+    /// `follow`, new events follow until the client closes the connection or the service is
+    /// removed; without it, the keeper closes the connection after the buffered ones.
+    WatchService {
+        name: String,
+        #[serde(default)]
+        after_seq: Option<u64>,
+        #[serde(default)]
+        tail: Option<u64>,
+        #[serde(default)]
+        follow: bool,
+    },
+}
+
+/// A service as wispd defines it for the keeper.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+pub struct ServiceSpec {
+    pub name: String,
+    /// How to start it (never a TTY, no stdin, no `max_run_after_disconnect`).
+    pub spawn: SpawnSpec,
+    /// Services that must run (and listen on their `http_port`, if any) before this one starts.
+    #[serde(default)]
+    pub needs: Vec<String>,
+    #[serde(default)]
+    pub http_port: Option<u16>,
+    /// Stopped on request: the keeper does not start it.
+    #[serde(default)]
+    pub stopped: bool,
+}
+
+impl ServiceSpec {
+    /// Whether `other` starts the same process the same way (the stop flag aside).
+    pub fn same_definition(&self, other: &ServiceSpec) -> bool {
+        self.spawn == other.spawn && self.needs == other.needs && self.http_port == other.http_port
+    }
+}
+
+/// A service's state as the keeper reports it.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+pub struct ServiceInfo {
+    pub name: String,
+    /// `stopped`, `starting`, `running`, `stopping` or `failed`.
+    pub status: String,
+    /// Process id inside the sprite.
+    pub pid: Option<i32>,
+    /// Unix milliseconds.
+    pub started_at_ms: Option<i64>,
+    pub error: Option<String>,
+    pub restart_count: u32,
+    /// Unix milliseconds.
+    pub next_restart_at_ms: Option<i64>,
+}
+
+/// What happened to a service.
+#[derive(Debug, Clone, Copy, Serialize, Deserialize, PartialEq, Eq)]
+#[serde(rename_all = "snake_case")]
+pub enum ServiceEventKind {
+    Started,
+    Stdout,
+    Stderr,
+    /// The process exited without being asked to.
+    Exit,
+    Stopping,
+    /// The process exited after a stop.
+    Stopped,
+    /// It could not be started.
+    Error,
+}
+
+/// One event of a service (one output line, a start, an exit, ...).
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+pub struct ServiceEvent {
+    /// Increases with every event of the keeper (all services share it).
+    pub seq: u64,
+    pub kind: ServiceEventKind,
+    #[serde(default)]
+    pub data: Option<String>,
+    #[serde(default)]
+    pub exit_code: Option<i32>,
+    #[serde(default)]
+    pub pid: Option<i32>,
+    /// Unix milliseconds.
+    pub time_ms: i64,
 }
 
 /// A command to start inside the sprite.
@@ -136,8 +242,16 @@ pub enum Reply {
     Sessions {
         sessions: Vec<SessionInfo>,
     },
+    /// The keeper's event sequence number when a service request was taken.
+    ServiceSeq {
+        seq: u64,
+    },
+    Services {
+        services: Vec<ServiceInfo>,
+    },
     Ok,
-    /// `not_found` for unknown sessions; `failed` for anything else.
+    /// `not_found` for unknown sessions; `service_not_found`, `service_not_running`; `failed`
+    /// for anything else.
     Error {
         code: String,
         message: String,
@@ -285,6 +399,34 @@ mod tests {
         );
         let req: Request = serde_json::from_str(r#"{"op":"freeze"}"#).unwrap();
         assert_eq!(req, Request::Freeze);
+    }
+
+    #[test]
+    fn service_messages() {
+        let req: Request = serde_json::from_str(r#"{"op":"watch_service","name":"web"}"#).unwrap();
+        assert_eq!(
+            req,
+            Request::WatchService {
+                name: "web".into(),
+                after_seq: None,
+                tail: None,
+                follow: false
+            }
+        );
+        let ev = ServiceEvent {
+            seq: 9,
+            kind: ServiceEventKind::Stopped,
+            data: None,
+            exit_code: Some(143),
+            pid: Some(7),
+            time_ms: 1,
+        };
+        let bytes = encode_json(Kind::Event, &ev);
+        let f = read_frame(&mut io::Cursor::new(bytes)).unwrap().unwrap();
+        assert_eq!(f.kind, Kind::Event);
+        assert_eq!(serde_json::from_slice::<ServiceEvent>(&f.payload).unwrap(), ev);
+        let r: Reply = serde_json::from_str(r#"{"reply":"service_seq","seq":3}"#).unwrap();
+        assert_eq!(r, Reply::ServiceSeq { seq: 3 });
     }
 
     #[test]

@@ -9,6 +9,7 @@ pub mod duration;
 pub mod error;
 pub mod exec;
 pub mod name;
+pub mod policy;
 pub mod service;
 pub mod sprite;
 pub mod token;

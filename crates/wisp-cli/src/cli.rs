@@ -65,6 +65,9 @@ pub enum Command {
     Fork(ForkArgs),
     /// Copy files between this machine and a sprite (`:PATH` or `NAME:PATH` is in a sprite)
     Cp(CpArgs),
+    /// A sprite's egress (network) policy: get, set FILE, allow DOMAIN, deny DOMAIN
+    #[command(subcommand)]
+    Policy(PolicyCommand),
     /// Show a sprite's URL; --public or --private sets who may use it
     Url(UrlArgs),
     /// Forward a local port to a port inside a sprite: [LOCAL:]REMOTE (127.0.0.1:LOCAL)
@@ -146,6 +149,22 @@ pub struct UseArgs {
     /// Remove .wisp-sprite from this directory
     #[arg(long)]
     pub unset: bool,
+}
+
+#[derive(Debug, Subcommand)]
+pub enum PolicyCommand {
+    /// Print the policy as JSON (`{"rules":[]}`: unrestricted)
+    Get,
+    /// Replace the policy with a JSON file's (`-`: stdin)
+    Set {
+        /// `{"rules":[{"domain":"github.com","action":"allow"},{"include":"defaults"}]}`
+        file: String,
+    },
+    /// Allow a domain pattern (example.com, *.example.com or *); any rule restricts egress
+    /// to what the rules allow
+    Allow { domain: String },
+    /// Deny a domain pattern
+    Deny { domain: String },
 }
 
 #[derive(Debug, Subcommand)]

@@ -38,6 +38,15 @@ pub struct KeeperConfig {
     /// Name of the cgroup parent under every hierarchy (`wisp`); the sprite's cgroup is
     /// `<parent>/<sprite_id>`.
     pub cgroup_parent: String,
+    /// A network namespace to run the sprite in (a bind-mounted namespace file, prepared by
+    /// wispd with the sprite's interface and routes). `None`: a fresh namespace with only a
+    /// loopback.
+    #[serde(default)]
+    pub netns: Option<PathBuf>,
+    /// Written to `/etc/resolv.conf` inside the sprite at every start (its resolver is the
+    /// host end of its network). `None` leaves the file alone.
+    #[serde(default)]
+    pub resolv_conf: Option<String>,
 }
 
 impl KeeperConfig {

@@ -76,13 +76,25 @@ pub(crate) fn send(sock: &OwnedFd, msg: &FromInit, fds: &[std::os::fd::BorrowedF
 }
 
 /// Entry point of the cloned child. Never returns normally: the value is the exit status.
-pub(crate) fn run(cfg: &KeeperConfig, chan: &OwnedFd, sync: &OwnedFd) -> isize {
+pub(crate) fn run(
+    cfg: &KeeperConfig,
+    chan: &OwnedFd,
+    sync: &OwnedFd,
+    netns: Option<&fs::File>,
+) -> isize {
     // Wait until the keeper has put us into the sprite's cgroups.
     let mut b = [0u8; 1];
     if nix::unistd::read(sync.as_raw_fd(), &mut b) != Ok(1) {
         return 1;
     }
     let _ = nix::sys::prctl::set_pdeathsig(Signal::SIGKILL);
+    if let Some(ns) = netns {
+        if let Err(e) = nix::sched::setns(ns, CloneFlags::CLONE_NEWNET) {
+            let message = format!("joining the sprite's network namespace: {e}");
+            send(chan, &FromInit::Failed { message }, &[]);
+            return 1;
+        }
+    }
     if let Err(message) = setup(cfg) {
         send(chan, &FromInit::Failed { message }, &[]);
         return 1;
@@ -322,6 +334,9 @@ fn setup(cfg: &KeeperConfig) -> Result<(), String> {
 
     ctx("sethostname", nix::unistd::sethostname(&cfg.hostname))?;
     write_hosts(&cfg.hostname);
+    if let Some(text) = &cfg.resolv_conf {
+        write_resolv_conf(text);
+    }
     ctx("bring up lo", wisp_sys::net::loopback_up())?;
     Ok(())
 }
@@ -381,6 +396,15 @@ fn write_hosts(name: &str) {
         "127.0.0.1\tlocalhost\n::1\tlocalhost ip6-localhost ip6-loopback\n127.0.1.1\t{name}\n"
     );
     let _ = fs::write("/etc/hosts", content);
+}
+
+/// Replaces /etc/resolv.conf (a symlink to a host-side resolver stub included) with `text`.
+fn write_resolv_conf(text: &str) {
+    let path = Path::new("/etc/resolv.conf");
+    if fs::symlink_metadata(path).is_ok_and(|m| !m.is_file()) {
+        let _ = fs::remove_file(path);
+    }
+    let _ = fs::write(path, text);
 }
 
 fn serve(chan: &OwnedFd) {

@@ -124,15 +124,23 @@ fn start(cfg: KeeperConfig) -> Result<Arc<Keeper>, String> {
     .map_err(|e| format!("socketpair: {e}"))?;
     let (sync_r, sync_w) =
         nix::unistd::pipe2(nix::fcntl::OFlag::O_CLOEXEC).map_err(|e| format!("pipe: {e}"))?;
-    let flags = CloneFlags::CLONE_NEWNS
+    let mut flags = CloneFlags::CLONE_NEWNS
         | CloneFlags::CLONE_NEWPID
         | CloneFlags::CLONE_NEWUTS
-        | CloneFlags::CLONE_NEWIPC
-        | CloneFlags::CLONE_NEWNET;
+        | CloneFlags::CLONE_NEWIPC;
+    // A prepared network namespace (wispd's slot) is joined by init itself; without one the
+    // sprite gets a fresh namespace with only a loopback.
+    let netns = match &cfg.netns {
+        Some(p) => Some(File::open(p).map_err(|e| format!("opening {}: {e}", p.display()))?),
+        None => {
+            flags |= CloneFlags::CLONE_NEWNET;
+            None
+        }
+    };
     let child_cfg = cfg.clone();
     let pid = wisp_sys::process::clone_into_namespaces(
         flags,
-        Box::new(|| init::run(&child_cfg, &init_end, &sync_r)),
+        Box::new(|| init::run(&child_cfg, &init_end, &sync_r, netns.as_ref())),
     )
     .map_err(|e| {
         let _ = cgroup.destroy();
@@ -140,6 +148,7 @@ fn start(cfg: KeeperConfig) -> Result<Arc<Keeper>, String> {
     })?;
     drop(init_end);
     drop(sync_r);
+    drop(netns);
     let cleanup = |msg: String| {
         init::kill_pid(pid.as_raw());
         let _ = waitpid(pid, None);

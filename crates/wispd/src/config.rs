@@ -78,6 +78,20 @@ pub struct Args {
     /// [default: 10m].
     #[arg(long, env = "WISP_COLD_TIMEOUT")]
     pub cold_timeout: Option<String>,
+    /// Give sprites only a loopback: no slots, NAT, resolver or egress policies.
+    #[arg(long, env = "WISP_NO_NETWORK")]
+    pub no_network: bool,
+    /// Private IPv4 range sprite addresses come from, one /30 per sprite
+    /// [default: 10.213.0.0/16].
+    #[arg(long, env = "WISP_SPRITE_SUBNET")]
+    pub sprite_subnet: Option<String>,
+    /// Idle network slots kept ready so that starts do not wait for one [default: 4].
+    #[arg(long, env = "WISP_NET_POOL_SIZE")]
+    pub net_pool_size: Option<usize>,
+    /// DNS servers the sprites' resolver forwards to, IP or IP:PORT, comma-separated
+    /// [default: the nameservers of the host's /etc/resolv.conf].
+    #[arg(long, env = "WISP_DNS_UPSTREAM", value_delimiter = ',')]
+    pub dns_upstream: Option<Vec<String>>,
 }
 
 /// Subcommands; without one, wispd serves the API.
@@ -115,6 +129,11 @@ pub struct FileConfig {
     pub rootfs: Option<PathBuf>,
     pub idle_timeout: Option<String>,
     pub cold_timeout: Option<String>,
+    /// `false`: like `--no-network`.
+    pub network: Option<bool>,
+    pub sprite_subnet: Option<String>,
+    pub net_pool_size: Option<usize>,
+    pub dns_upstream: Option<Vec<String>>,
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -156,6 +175,12 @@ pub struct Settings {
     pub idle_timeout: Duration,
     /// Zero: never goes cold by itself.
     pub cold_timeout: Duration,
+    /// Per-sprite networking on.
+    pub network: bool,
+    pub sprite_subnet: crate::network::Subnet,
+    pub net_pool_size: usize,
+    /// Empty: the host's resolv.conf nameservers, read at start.
+    pub dns_upstreams: Vec<std::net::SocketAddr>,
 }
 
 pub const DEFAULT_DATA_DIR: &str = "/var/lib/wisp";
@@ -233,7 +258,53 @@ impl Settings {
             .keeper_bin
             .or(file.keeper_bin)
             .unwrap_or_else(|| exe_dir.join("wisp-keeper"));
+        let network = !args.no_network && file.network.unwrap_or(true);
+        let subnet_text = args
+            .sprite_subnet
+            .or(file.sprite_subnet)
+            .unwrap_or_else(|| crate::network::DEFAULT_SUBNET.to_string());
+        let sprite_subnet = subnet_text
+            .parse()
+            .map_err(|message| ConfigError::Invalid {
+                key: "sprite_subnet",
+                message,
+            })?;
+        let dns_upstreams = args
+            .dns_upstream
+            .or(file.dns_upstream)
+            .unwrap_or_default()
+            .iter()
+            .filter(|s| !s.trim().is_empty())
+            .map(|s| crate::network::dns::parse_upstream(s))
+            .collect::<Result<Vec<_>, _>>()
+            .map_err(|message| ConfigError::Invalid {
+                key: "dns_upstream",
+                message,
+            })?;
+        let org_limits = crate::tenancy::DefaultLimits {
+            running: args.org_running_limit.or(file.org_running_limit),
+            create_rate: args.org_create_rate_limit.or(file.org_create_rate_limit),
+            create_window: duration_setting(
+                "org_create_rate_window",
+                args.org_create_rate_window.or(file.org_create_rate_window),
+                crate::tenancy::limits::DEFAULT_CREATE_WINDOW,
+            )?,
+        };
+        if org_limits.create_window < Duration::from_secs(1) {
+            return Err(ConfigError::Invalid {
+                key: "org_create_rate_window",
+                message: "must be at least 1s".into(),
+            });
+        }
         let s = Settings {
+            org_limits,
+            network,
+            sprite_subnet,
+            net_pool_size: args
+                .net_pool_size
+                .or(file.net_pool_size)
+                .unwrap_or(crate::network::DEFAULT_POOL_SIZE),
+            dns_upstreams,
             listen: args
                 .listen
                 .or(file.listen)
@@ -374,6 +445,53 @@ mod tests {
         assert_eq!(l.pids_max, Some(4096));
         assert_eq!(s.idle_timeout, Duration::from_secs(30));
         assert_eq!(s.cold_timeout, Duration::from_secs(600));
+        assert!(s.network);
+        assert_eq!(s.sprite_subnet.to_string(), "10.213.0.0/16");
+        assert_eq!(s.net_pool_size, 4);
+        assert!(s.dns_upstreams.is_empty());
+    }
+
+    #[test]
+    fn network_settings() {
+        let s = Settings::resolve(
+            args(&[
+                "--sprite-subnet",
+                "10.99.0.0/24",
+                "--net-pool-size",
+                "0",
+                "--dns-upstream",
+                "127.0.0.1:5353,::1",
+                "--no-network",
+            ]),
+            FileConfig::default(),
+            Path::new("/"),
+        )
+        .unwrap();
+        assert!(!s.network);
+        assert_eq!(s.sprite_subnet.to_string(), "10.99.0.0/24");
+        assert_eq!(s.net_pool_size, 0);
+        assert_eq!(
+            s.dns_upstreams,
+            vec![
+                "127.0.0.1:5353".parse().unwrap(),
+                "[::1]:53".parse().unwrap()
+            ]
+        );
+        let file: FileConfig = toml::from_str("network = false").unwrap();
+        assert!(
+            !Settings::resolve(args(&[]), file, Path::new("/"))
+                .unwrap()
+                .network
+        );
+        for bad in [
+            &["--sprite-subnet", "10.0.0.1/16"][..],
+            &["--dns-upstream", "resolver.example"],
+        ] {
+            assert!(
+                Settings::resolve(args(bad), FileConfig::default(), Path::new("/")).is_err(),
+                "{bad:?}"
+            );
+        }
     }
 
     #[test]

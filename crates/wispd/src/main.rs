@@ -21,6 +21,7 @@ mod image_build;
 mod ingress;
 mod insprite;
 mod manager;
+mod network;
 mod reaper;
 mod runtime;
 mod storage;
@@ -134,7 +135,7 @@ async fn run(settings: Settings) -> anyhow::Result<()> {
     );
 
     let known = Arc::new(reaper::KnownChildren::default());
-    let runtime: Arc<dyn Runtime> = Arc::new(NamespaceRuntime::new(
+    let mut ns_runtime = NamespaceRuntime::new(
         NamespaceRuntimeConfig {
             data_dir: data_dir.clone(),
             image_dir: settings.image_dir.clone(),
@@ -145,7 +146,32 @@ async fn run(settings: Settings) -> anyhow::Result<()> {
         },
         known.clone(),
         pool.clone(),
-    ));
+    );
+    // Sprite networking (slots, NAT, resolver, egress policies): before anything starts a
+    // sprite, so that slots of running sprites are known and kept.
+    if settings.network {
+        let upstreams = if settings.dns_upstreams.is_empty() {
+            network::default_upstreams()
+        } else {
+            settings.dns_upstreams.clone()
+        };
+        if upstreams.is_empty() {
+            tracing::warn!("no DNS upstream (none in /etc/resolv.conf): sprites cannot resolve names; set --dns-upstream");
+        }
+        let net = network::Network::start(network::NetworkConfig {
+            data_dir: data_dir.clone(),
+            subnet: settings.sprite_subnet,
+            pool_size: settings.net_pool_size,
+            dns_upstreams: upstreams,
+        })
+        .await
+        .context("setting up sprite networking (--no-network turns it off)")?;
+        ns_runtime = ns_runtime.with_network(net);
+        ns_runtime.reconcile_network().await;
+    } else {
+        tracing::info!("sprite networking off: sprites get only a loopback");
+    }
+    let runtime: Arc<dyn Runtime> = Arc::new(ns_runtime);
     let manager = manager::SpriteManager::new(store.clone(), runtime, pool);
 
     // Finish what a crash interrupted before serving: otherwise a new create (journal state

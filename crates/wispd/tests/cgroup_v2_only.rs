@@ -53,6 +53,8 @@ fn start_keeper(id: &str, limits: Limits) -> Keeper {
         sprite_dir: dir.path().join("sprite-dir"),
         limits,
         cgroup_parent: "wisp-v2test".into(),
+        netns: None,
+        resolv_conf: None,
     };
     let cfg_path = dir.path().join("keeper.json");
     std::fs::write(&cfg_path, serde_json::to_vec(&cfg).unwrap()).unwrap();

@@ -60,11 +60,16 @@ async fn a_sprite_sees_only_itself() {
         "127.0.1.1\n"
     );
 
-    // Network: only a loopback, and it is up.
+    // Network: its own eth0 (a veth to the host, see tests/network.rs) and a loopback that
+    // is up.
     let dev = d
-        .sh("iso-self", "tail -n +3 /proc/net/dev | cut -d: -f1")
+        .sh("iso-self", "tail -n +3 /proc/net/dev | cut -d: -f1 | sort")
         .await;
-    assert_eq!(dev.split_whitespace().collect::<Vec<_>>(), ["lo"], "{dev}");
+    assert_eq!(
+        dev.split_whitespace().collect::<Vec<_>>(),
+        ["eth0", "lo"],
+        "{dev}"
+    );
     let lo = d
         .sh(
             "iso-self",

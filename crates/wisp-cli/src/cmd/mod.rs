@@ -10,6 +10,7 @@ pub mod fork;
 pub mod info;
 pub mod list;
 pub mod login;
+pub mod policy;
 pub mod proxy;
 pub mod restore;
 pub mod sessions;

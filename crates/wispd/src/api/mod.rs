@@ -13,6 +13,7 @@ mod exec_ws;
 pub(crate) mod extract;
 mod fs;
 mod list_params;
+mod policy;
 mod ports;
 mod proxy;
 mod sessions;
@@ -93,6 +94,11 @@ pub fn router(state: AppState) -> Router {
         // TCP proxy (§3.4) and ports watch (§3.5), into the sprite's network namespace.
         .route("/v1/sprites/{name}/proxy", get(proxy::proxy_get))
         .route("/v1/sprites/{name}/ports/watch", get(ports::ports_watch))
+        // Network policy (§3.9).
+        .route(
+            "/v1/sprites/{name}/policy/network",
+            get(policy::get_network).post(policy::set_network),
+        )
         // Filesystem API (§3.7): read, write, list, delete, rename, copy, chmod, chown.
         .merge(fs::routes())
         .route_layer(from_fn_with_state(state.clone(), auth::require_auth))

@@ -17,6 +17,7 @@ mod paths;
 use async_trait::async_trait;
 use bytes::Bytes;
 
+pub use crate::network::SpriteNet;
 pub use namespace::{NamespaceRuntime, NamespaceRuntimeConfig};
 pub use wisp_runtime::proto::{SessionInfo, SpawnSpec};
 
@@ -164,6 +165,30 @@ pub trait Runtime: Send + Sync + 'static {
         checkpoint_ids: &[String],
     ) -> Result<(), RuntimeError>;
     async fn root_dir(&self, sprite_id: &str) -> Result<std::path::PathBuf, RuntimeError>;
+    /// The sprite's network (address, gateway, namespace) while it holds one: running or
+    /// warm, with networking on. `None` when cold or without networking. (For the parts of
+    /// wispd that connect to sprites: URL ingress, the TCP proxy.)
+    #[allow(dead_code)]
+    fn network(&self, _sprite_id: &str) -> Option<SpriteNet> {
+        None
+    }
+    /// The sprite's egress policy (`{"rules":[]}`, unrestricted, until one is set).
+    async fn network_policy(
+        &self,
+        _sprite_id: &str,
+    ) -> Result<wisp_api::policy::NetworkPolicy, RuntimeError> {
+        Ok(wisp_api::policy::NetworkPolicy::default())
+    }
+    /// Stores the sprite's egress policy and puts it in force at once if the sprite runs.
+    async fn set_network_policy(
+        &self,
+        _sprite_id: &str,
+        _policy: &wisp_api::policy::NetworkPolicy,
+    ) -> Result<(), RuntimeError> {
+        Err(RuntimeError::Refused(
+            "network policies are not supported by this runtime".into(),
+        ))
+    }
     /// A host path naming the running sprite's network namespace (`/proc/<init>/ns/net`), to
     /// make sockets inside it (`wisp_sys::netns`); `<path>/../../net/tcp` lists its sockets.
     /// Valid only while that init lives. [`RuntimeError::NotRunning`] when cold.

@@ -10,6 +10,7 @@
 
 mod checkpoints;
 mod hooks;
+mod services;
 
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
@@ -17,6 +18,7 @@ use std::sync::{Arc, Mutex};
 use wisp_api::sprite::SpriteStatus;
 
 pub use checkpoints::Progress;
+pub use services::{ServiceError, ServiceView};
 
 use crate::activity::Activity;
 use crate::crash;
@@ -508,6 +510,54 @@ pub(crate) mod tests {
         }
         async fn signal_session(&self, _: &str, _: &str, _: i32) -> Result<(), RuntimeError> {
             Err(RuntimeError::SessionNotFound)
+        }
+        async fn set_services(
+            &self,
+            id: &str,
+            _: Vec<crate::runtime::ServiceSpec>,
+        ) -> Result<u64, RuntimeError> {
+            if self.running.lock().unwrap().contains(id) {
+                Ok(0)
+            } else {
+                Err(RuntimeError::NotRunning)
+            }
+        }
+        async fn list_services(
+            &self,
+            _: &str,
+        ) -> Result<Vec<crate::runtime::ServiceInfo>, RuntimeError> {
+            Ok(vec![])
+        }
+        async fn start_service(&self, _: &str, name: &str) -> Result<u64, RuntimeError> {
+            Err(RuntimeError::ServiceNotFound(name.into()))
+        }
+        async fn stop_service(
+            &self,
+            _: &str,
+            name: &str,
+            _: Duration,
+        ) -> Result<u64, RuntimeError> {
+            Err(RuntimeError::ServiceNotFound(name.into()))
+        }
+        async fn restart_service(
+            &self,
+            _: &str,
+            name: &str,
+            _: Duration,
+        ) -> Result<u64, RuntimeError> {
+            Err(RuntimeError::ServiceNotFound(name.into()))
+        }
+        async fn signal_service(&self, _: &str, name: &str, _: i32) -> Result<(), RuntimeError> {
+            Err(RuntimeError::ServiceNotFound(name.into()))
+        }
+        async fn watch_service(
+            &self,
+            _: &str,
+            name: &str,
+            _: crate::runtime::WatchFrom,
+            _: bool,
+        ) -> Result<Box<dyn crate::runtime::ServiceEvents>, RuntimeError> {
+            Err(RuntimeError::ServiceNotFound(name.into()))
         }
     }
 

@@ -13,9 +13,11 @@ mod exec_ws;
 pub(crate) mod extract;
 mod fs;
 mod list_params;
+mod orgs;
 mod policy;
 mod ports;
 mod proxy;
+mod services;
 mod sessions;
 mod sprites;
 mod view;
@@ -45,6 +47,8 @@ pub struct AppState {
     pub manager: Arc<SpriteManager>,
     /// Base of sprite URLs (see `view::sprite_url`).
     pub url_base: Arc<str>,
+    /// Per-org limits and create windows.
+    pub tenancy: Arc<crate::tenancy::Tenancy>,
 }
 
 impl std::fmt::Debug for AppState {
@@ -58,6 +62,8 @@ impl std::fmt::Debug for AppState {
 pub fn router(state: AppState) -> Router {
     Router::new()
         .route("/v1/organization", get(organization))
+        // Organizations and tokens (tenancy): admin and per-org management.
+        .merge(orgs::routes())
         .route("/v1/sprites", get(sprites::list).post(sprites::create))
         .route(
             "/v1/sprites/{name}",
@@ -101,6 +107,8 @@ pub fn router(state: AppState) -> Router {
         )
         // Filesystem API (§3.7): read, write, list, delete, rename, copy, chmod, chown.
         .merge(fs::routes())
+        // Services (§3.8): definitions, start/stop/restart, signals, logs.
+        .merge(services::routes())
         .route_layer(from_fn_with_state(state.clone(), auth::require_auth))
         .method_not_allowed_fallback(method_not_allowed)
         .fallback(not_found)

@@ -7,5 +7,8 @@ use super::SpriteManager;
 impl SpriteManager {
     pub(super) async fn after_start(&self, sprite_id: &str) {
         self.refresh_views(sprite_id).await;
+        // The keeper starts the sprite's services (in `needs` order); an unchanged set
+        // changes nothing, so a running sprite's services keep their processes.
+        self.push_services(sprite_id).await;
     }
 }

@@ -10,10 +10,12 @@ use tokio::net::unix::{OwnedReadHalf, OwnedWriteHalf};
 use tokio::net::UnixStream;
 use wisp_runtime::proto::{
     self, decode_exit, encode, encode_json, frame_from_body, frame_len, Control, Frame, Kind,
-    ProtoError, Reply, Request, SessionInfo,
+    ProtoError, Reply, Request, ServiceEvent, SessionInfo,
 };
 
-use super::{ExecEvent, ExecEvents, ExecInput, ExecInputMsg, ExecStream, RuntimeError};
+use super::{
+    ExecEvent, ExecEvents, ExecInput, ExecInputMsg, ExecStream, RuntimeError, ServiceEvents,
+};
 
 /// Reads whole frames. Bytes are buffered here, not in the future, so [`Self::next_frame`] is
 /// cancel-safe.
@@ -109,6 +111,39 @@ impl KeeperConn {
             input: Box::new(KeeperInput {
                 writer: self.writer,
             }),
+        }
+    }
+}
+
+impl KeeperConn {
+    /// Turns a connection whose request was `WatchService` (answered `Ok`) into its events.
+    pub fn into_service_events(self) -> Box<dyn ServiceEvents> {
+        Box::new(KeeperServiceEvents {
+            reader: self.reader,
+            _writer: self.writer,
+        })
+    }
+}
+
+/// The `Event` frames of a `WatchService` connection. The write half is kept: the keeper
+/// takes its closing for the client's leaving.
+struct KeeperServiceEvents {
+    reader: FrameReader<OwnedReadHalf>,
+    _writer: OwnedWriteHalf,
+}
+
+#[async_trait]
+impl ServiceEvents for KeeperServiceEvents {
+    async fn next_event(&mut self) -> Result<Option<ServiceEvent>, RuntimeError> {
+        match self.reader.next_frame().await? {
+            None => Ok(None),
+            Some(Frame {
+                kind: Kind::Event,
+                payload,
+            }) => Ok(Some(
+                serde_json::from_slice(&payload).map_err(ProtoError::from)?,
+            )),
+            Some(f) => Err(ProtoError::Unexpected(f.kind).into()),
         }
     }
 }

@@ -19,7 +19,9 @@ use bytes::Bytes;
 
 pub use crate::network::SpriteNet;
 pub use namespace::{NamespaceRuntime, NamespaceRuntimeConfig};
-pub use wisp_runtime::proto::{SessionInfo, SpawnSpec};
+pub use wisp_runtime::proto::{
+    ServiceEvent, ServiceEventKind, ServiceInfo, ServiceSpec, SessionInfo, SpawnSpec,
+};
 
 /// What a runtime needs to know about a sprite.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -59,6 +61,10 @@ pub enum RuntimeError {
     Storage(#[from] crate::storage::StorageError),
     #[error("timed out waiting for the keeper to {0}")]
     Timeout(&'static str),
+    #[error("service not found: {0}")]
+    ServiceNotFound(String),
+    #[error("service {0} is not running")]
+    ServiceNotRunning(String),
 }
 
 impl RuntimeError {
@@ -114,6 +120,23 @@ impl std::fmt::Debug for ExecStream {
             .field("session", &self.session)
             .finish_non_exhaustive()
     }
+}
+
+/// The events of one service, oldest first (see [`Runtime::watch_service`]).
+#[async_trait]
+pub trait ServiceEvents: Send {
+    /// The next event; `Ok(None)` once the stream has ended (not following, or the service
+    /// was removed). Cancel-safe.
+    async fn next_event(&mut self) -> Result<Option<ServiceEvent>, RuntimeError>;
+}
+
+/// Where a watch of a service starts.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum WatchFrom {
+    /// Every buffered event after this sequence number (what an operation caused).
+    After(u64),
+    /// The last `n` buffered output lines (all when `None`).
+    Tail(Option<u64>),
 }
 
 /// Whether a sprite's processes exist and run, as the runtime observes it.
@@ -202,4 +225,49 @@ pub trait Runtime: Send + Sync + 'static {
         session_id: &str,
         signal: i32,
     ) -> Result<(), RuntimeError>;
+
+    // Services (§3.8): the runtime supervises them (start in `needs` order, restart with
+    // backoff, logs), so they outlive wispd. Operations answer the event sequence number
+    // they started from: watch `WatchFrom::After(seq)` to follow what they caused.
+
+    /// Replaces the sprite's whole set of services (definitions and sticky stops).
+    async fn set_services(
+        &self,
+        sprite_id: &str,
+        services: Vec<ServiceSpec>,
+    ) -> Result<u64, RuntimeError>;
+    /// The state of every service the runtime holds.
+    async fn list_services(&self, sprite_id: &str) -> Result<Vec<ServiceInfo>, RuntimeError>;
+    /// Starts a service now (clearing a sticky stop and any backoff).
+    async fn start_service(&self, sprite_id: &str, name: &str) -> Result<u64, RuntimeError>;
+    /// Begins a (sticky) stop: SIGTERM, SIGKILL after `timeout`; a `stopped` event follows.
+    /// [`RuntimeError::ServiceNotRunning`] when it is stopped already.
+    async fn stop_service(
+        &self,
+        sprite_id: &str,
+        name: &str,
+        timeout: std::time::Duration,
+    ) -> Result<u64, RuntimeError>;
+    /// Stops the service if it runs, then starts it.
+    async fn restart_service(
+        &self,
+        sprite_id: &str,
+        name: &str,
+        timeout: std::time::Duration,
+    ) -> Result<u64, RuntimeError>;
+    async fn signal_service(
+        &self,
+        sprite_id: &str,
+        name: &str,
+        signal: i32,
+    ) -> Result<(), RuntimeError>;
+    /// Buffered events of a service, then (with `follow`) new ones until the stream is
+    /// dropped.
+    async fn watch_service(
+        &self,
+        sprite_id: &str,
+        name: &str,
+        from: WatchFrom,
+        follow: bool,
+    ) -> Result<Box<dyn ServiceEvents>, RuntimeError>;
 }

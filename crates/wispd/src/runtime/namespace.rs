@@ -6,16 +6,14 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use async_trait::async_trait;
-use wisp_api::policy::NetworkPolicy;
 use wisp_runtime::config::{KeeperConfig, Limits};
-use wisp_runtime::proto::{Reply, Request, SessionInfo, SpawnSpec};
+use wisp_runtime::proto::{Reply, Request, ServiceInfo, ServiceSpec, SessionInfo, SpawnSpec};
 
 use super::keeper_client::KeeperConn;
 use super::keeper_process::start_keeper;
 use super::paths::{SpritePaths, MAX_SOCKET_PATH};
-use super::{ExecStream, Runtime, RuntimeError, SpriteRef, SpriteState};
+use super::{ExecStream, Runtime, RuntimeError, ServiceEvents, SpriteRef, SpriteState, WatchFrom};
 use crate::fsutil::{remove_dir_all_if_exists, remove_file_if_exists, write_replace};
-use crate::network::{Network, SpriteNet};
 use crate::reaper::KnownChildren;
 use crate::storage::{views, StoragePool};
 
@@ -27,6 +25,8 @@ const SHUTDOWN_TIMEOUT: Duration = Duration::from_secs(60);
 const GONE_TIMEOUT: Duration = Duration::from_secs(10);
 /// The keeper itself gives the kernel up to 2 s to finish a freeze or thaw.
 const FREEZE_TIMEOUT: Duration = Duration::from_secs(5);
+/// Service requests are answered at once (stops and starts happen after the reply).
+const SERVICE_TIMEOUT: Duration = Duration::from_secs(10);
 
 #[derive(Debug, Clone)]
 pub struct NamespaceRuntimeConfig {
@@ -45,8 +45,6 @@ pub struct NamespaceRuntime {
     cfg: NamespaceRuntimeConfig,
     known: Arc<KnownChildren>,
     pool: Arc<dyn StoragePool>,
-    /// Per-sprite networking; `None`: sprites get only a loopback.
-    network: Option<Arc<Network>>,
 }
 
 /// Sprite ids come from our own database, but they become path components: refuse anything
@@ -75,12 +73,7 @@ impl NamespaceRuntime {
         known: Arc<KnownChildren>,
         pool: Arc<dyn StoragePool>,
     ) -> Self {
-        NamespaceRuntime {
-            cfg,
-            known,
-            pool,
-            network: None,
-        }
+        NamespaceRuntime { cfg, known, pool }
     }
 
     fn paths(&self, id: &str) -> Result<SpritePaths, RuntimeError> {
@@ -170,92 +163,48 @@ impl NamespaceRuntime {
     }
 }
 
-/// `<sprite-dir>/policy/network.json`, shown read-only inside at `/.sprite/policy/network.json`.
-/// It is the only copy of a sprite's egress policy: what the sprite reads is what is in
-/// force, no database migration is needed, and destroy removes it with the sprite.
-fn policy_file(p: &SpritePaths) -> PathBuf {
-    p.sprite_dir.join("policy").join("network.json")
-}
-
-/// The stored policy; unrestricted when there is none (or it cannot be read, which is logged).
-fn read_policy(p: &SpritePaths) -> NetworkPolicy {
-    let path = policy_file(p);
-    match std::fs::read(&path) {
-        Ok(b) => NetworkPolicy::from_json(&b).unwrap_or_else(|e| {
-            tracing::warn!(path = %path.display(), "unreadable network policy, ignored: {e}");
-            NetworkPolicy::default()
-        }),
-        Err(_) => NetworkPolicy::default(),
-    }
-}
-
-fn write_policy(p: &SpritePaths, policy: &NetworkPolicy) -> Result<(), RuntimeError> {
-    let path = policy_file(p);
-    let dir = path.parent().unwrap_or(Path::new("."));
-    // Not create_dir_all: a sprite destroyed meanwhile must not get its directory back.
-    match std::fs::create_dir(dir) {
-        Err(e) if e.kind() != io::ErrorKind::AlreadyExists => {
-            return Err(RuntimeError::io(format!("creating {}", dir.display()), e));
-        }
-        _ => {}
-    }
-    let mut json = serde_json::to_vec_pretty(policy)
-        .map_err(|e| RuntimeError::io("encoding the policy", io::Error::other(e)))?;
-    json.push(b'\n');
-    write_replace(&path, &json, 0o644)
-        .map_err(|e| RuntimeError::io(format!("writing {}", path.display()), e))
-}
-
 impl NamespaceRuntime {
-    /// Gives sprites their own network (slots, NAT, DNS, egress policies).
-    pub fn with_network(mut self, network: Arc<Network>) -> Self {
-        self.network = Some(network);
-        self
-    }
-
-    /// Once at start, before anything else starts sprites: slots of sprites that still run
-    /// stay theirs (policies re-applied), the rest go back to the pool.
-    pub async fn reconcile_network(&self) {
-        let Some(net) = &self.network else {
-            return;
-        };
-        let mut live = std::collections::HashMap::new();
-        for id in net.owners() {
-            let Ok(p) = self.paths(&id) else {
-                continue;
-            };
-            match self.state(&id).await {
-                Ok(SpriteState::Cold) => {}
-                _ => {
-                    live.insert(id, read_policy(&p));
-                }
-            }
-        }
-        net.reconcile(live).await;
-    }
-
-    /// Takes a slot for the sprite (policy in force first) and points the keeper at it.
-    async fn attach_network(
+    /// A service request; the keeper's refusals become [`RuntimeError::ServiceNotFound`] and
+    /// [`RuntimeError::ServiceNotRunning`] (of `name`).
+    async fn service_call(
         &self,
         id: &str,
-        p: &SpritePaths,
-        mut config: KeeperConfig,
-    ) -> Result<KeeperConfig, RuntimeError> {
-        let Some(net) = &self.network else {
-            return Ok(config);
-        };
-        if !policy_file(p).exists() {
-            write_policy(p, &NetworkPolicy::default())?;
-        }
-        let policy = read_policy(p);
-        let sn = net
-            .take(id, &policy)
+        name: &str,
+        req: &Request,
+        what: &'static str,
+    ) -> Result<(KeeperConn, Reply), RuntimeError> {
+        let mut conn = self.connect(id).await?;
+        let reply = tokio::time::timeout(SERVICE_TIMEOUT, conn.call(req))
             .await
-            .map_err(|e| RuntimeError::io("setting up the sprite's network", e))?;
-        config.netns = Some(sn.netns);
-        config.resolv_conf = Some(format!("nameserver {}\n", sn.gateway));
-        Ok(config)
+            .map_err(|_| RuntimeError::Timeout(what))??;
+        match reply {
+            Reply::Error { code, message } => Err(match code.as_str() {
+                "service_not_found" => RuntimeError::ServiceNotFound(name.to_string()),
+                "service_not_running" => RuntimeError::ServiceNotRunning(name.to_string()),
+                "resource_exhausted" => RuntimeError::ResourceExhausted(message),
+                _ => RuntimeError::Refused(message),
+            }),
+            other => Ok((conn, other)),
+        }
     }
+
+    /// A service request answered by `ServiceSeq`.
+    async fn service_seq(
+        &self,
+        id: &str,
+        name: &str,
+        req: &Request,
+        what: &'static str,
+    ) -> Result<u64, RuntimeError> {
+        match self.service_call(id, name, req, what).await?.1 {
+            Reply::ServiceSeq { seq } => Ok(seq),
+            other => Err(unexpected(&other)),
+        }
+    }
+}
+
+fn millis(d: Duration) -> u64 {
+    u64::try_from(d.as_millis()).unwrap_or(u64::MAX)
 }
 
 /// Removes temporary files an interrupted atomic write left next to the sprite's run files
@@ -338,24 +287,12 @@ impl Runtime for NamespaceRuntime {
             sprite_dir: p.sprite_dir.clone(),
             limits: self.cfg.limits.clone(),
             cgroup_parent: self.cfg.cgroup_parent.clone(),
-            netns: None,
-            resolv_conf: None,
         };
-        // Network last: a slot (with the sprite's policy in force) from the pool.
-        let config = self.attach_network(&sprite.id, &p, config).await?;
-        let started = async {
-            let json = serde_json::to_vec_pretty(&config)
-                .map_err(|e| RuntimeError::KeeperStart(format!("encoding config: {e}")))?;
-            write_replace(&p.config, &json, 0o600)
-                .map_err(|e| RuntimeError::io(format!("writing {}", p.config.display()), e))?;
-            start_keeper(&self.cfg.keeper_bin, &p.config, &p.log, &self.known).await
-        };
-        if let Err(e) = started.await {
-            if let Some(net) = &self.network {
-                net.release(&sprite.id).await;
-            }
-            return Err(e);
-        }
+        let json = serde_json::to_vec_pretty(&config)
+            .map_err(|e| RuntimeError::KeeperStart(format!("encoding config: {e}")))?;
+        write_replace(&p.config, &json, 0o600)
+            .map_err(|e| RuntimeError::io(format!("writing {}", p.config.display()), e))?;
+        start_keeper(&self.cfg.keeper_bin, &p.config, &p.log, &self.known).await?;
         Ok(())
     }
 
@@ -406,9 +343,6 @@ impl Runtime for NamespaceRuntime {
         let mut conn = match self.connect(sprite_id).await {
             Err(RuntimeError::NotRunning) => {
                 let _ = remove_file_if_exists(&p.socket);
-                if let Some(net) = &self.network {
-                    net.release(sprite_id).await;
-                }
                 return Ok(());
             }
             other => other?,
@@ -431,9 +365,6 @@ impl Runtime for NamespaceRuntime {
             .map_err(|e| RuntimeError::io(format!("removing {}", p.socket.display()), e))?;
         views::clear(&p.checkpoint_views)
             .map_err(|e| RuntimeError::io("removing checkpoint views", e))?;
-        if let Some(net) = &self.network {
-            net.release(sprite_id).await;
-        }
         tracing::info!(sprite_id, "sprite stopped");
         Ok(())
     }
@@ -452,11 +383,6 @@ impl Runtime for NamespaceRuntime {
         .await
         .map_err(|e| RuntimeError::io("removing cgroups", io::Error::other(e)))?
         .map_err(|e| RuntimeError::io("removing cgroups", e))?;
-        // Its processes are gone with the cgroups: the slot is free (stop released it unless
-        // stop failed).
-        if let Some(net) = &self.network {
-            net.release(sprite_id).await;
-        }
         let pool = self.pool.clone();
         let pid = sprite_id.to_string();
         let views_dir = p.checkpoint_views.clone();
@@ -505,33 +431,6 @@ impl Runtime for NamespaceRuntime {
             }
             other => Err(unexpected(&other)),
         }
-    }
-
-    fn network(&self, sprite_id: &str) -> Option<SpriteNet> {
-        self.network.as_ref()?.get(sprite_id)
-    }
-
-    async fn network_policy(&self, sprite_id: &str) -> Result<NetworkPolicy, RuntimeError> {
-        let p = self.paths(sprite_id)?;
-        Ok(read_policy(&p))
-    }
-
-    async fn set_network_policy(
-        &self,
-        sprite_id: &str,
-        policy: &NetworkPolicy,
-    ) -> Result<(), RuntimeError> {
-        let p = self.paths(sprite_id)?;
-        if !p.sprite_dir.is_dir() {
-            return Err(RuntimeError::NotRunning);
-        }
-        write_policy(&p, policy)?;
-        if let Some(net) = &self.network {
-            net.set_policy(sprite_id, policy)
-                .await
-                .map_err(|e| RuntimeError::io("applying the network policy", e))?;
-        }
-        Ok(())
     }
 
     async fn show_checkpoints(
@@ -612,6 +511,109 @@ impl Runtime for NamespaceRuntime {
         match reply {
             Reply::Ok => Ok(()),
             other => Err(unexpected(&other)),
+        }
+    }
+
+    async fn set_services(
+        &self,
+        sprite_id: &str,
+        services: Vec<ServiceSpec>,
+    ) -> Result<u64, RuntimeError> {
+        let req = Request::SetServices { services };
+        self.service_seq(sprite_id, "", &req, "set the services")
+            .await
+    }
+
+    async fn list_services(&self, sprite_id: &str) -> Result<Vec<ServiceInfo>, RuntimeError> {
+        match self
+            .service_call(sprite_id, "", &Request::ListServices, "list services")
+            .await?
+            .1
+        {
+            Reply::Services { services } => Ok(services),
+            other => Err(unexpected(&other)),
+        }
+    }
+
+    async fn start_service(&self, sprite_id: &str, name: &str) -> Result<u64, RuntimeError> {
+        let req = Request::StartService {
+            name: name.to_string(),
+        };
+        self.service_seq(sprite_id, name, &req, "start a service")
+            .await
+    }
+
+    async fn stop_service(
+        &self,
+        sprite_id: &str,
+        name: &str,
+        timeout: Duration,
+    ) -> Result<u64, RuntimeError> {
+        let req = Request::StopService {
+            name: name.to_string(),
+            timeout_ms: millis(timeout),
+        };
+        self.service_seq(sprite_id, name, &req, "stop a service")
+            .await
+    }
+
+    async fn restart_service(
+        &self,
+        sprite_id: &str,
+        name: &str,
+        timeout: Duration,
+    ) -> Result<u64, RuntimeError> {
+        let req = Request::RestartService {
+            name: name.to_string(),
+            timeout_ms: millis(timeout),
+        };
+        self.service_seq(sprite_id, name, &req, "restart a service")
+            .await
+    }
+
+    async fn signal_service(
+        &self,
+        sprite_id: &str,
+        name: &str,
+        signal: i32,
+    ) -> Result<(), RuntimeError> {
+        let req = Request::SignalService {
+            name: name.to_string(),
+            signal,
+        };
+        match self
+            .service_call(sprite_id, name, &req, "signal a service")
+            .await?
+            .1
+        {
+            Reply::Ok => Ok(()),
+            other => Err(unexpected(&other)),
+        }
+    }
+
+    async fn watch_service(
+        &self,
+        sprite_id: &str,
+        name: &str,
+        from: WatchFrom,
+        follow: bool,
+    ) -> Result<Box<dyn ServiceEvents>, RuntimeError> {
+        let (after_seq, tail) = match from {
+            WatchFrom::After(seq) => (Some(seq), None),
+            WatchFrom::Tail(n) => (None, n),
+        };
+        let req = Request::WatchService {
+            name: name.to_string(),
+            after_seq,
+            tail,
+            follow,
+        };
+        match self
+            .service_call(sprite_id, name, &req, "watch a service")
+            .await?
+        {
+            (conn, Reply::Ok) => Ok(conn.into_service_events()),
+            (_, other) => Err(unexpected(&other)),
         }
     }
 }

@@ -9,6 +9,7 @@ mod checkpoints;
 mod lifecycle;
 mod migrations;
 mod orgs;
+mod services;
 mod sprites;
 
 use std::path::Path;
@@ -20,6 +21,7 @@ use rusqlite::Connection;
 pub use checkpoints::{CheckpointRow, CheckpointState};
 pub use lifecycle::Timeouts;
 pub use orgs::{Organization, TokenRecord};
+pub use services::ServiceRow;
 pub use sprites::{SpriteRow, SpriteState};
 
 #[derive(Debug, thiserror::Error)]

@@ -6,6 +6,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use async_trait::async_trait;
+use wisp_api::policy::NetworkPolicy;
 use wisp_runtime::config::{KeeperConfig, Limits};
 use wisp_runtime::proto::{Reply, Request, ServiceInfo, ServiceSpec, SessionInfo, SpawnSpec};
 
@@ -14,6 +15,7 @@ use super::keeper_process::start_keeper;
 use super::paths::{SpritePaths, MAX_SOCKET_PATH};
 use super::{ExecStream, Runtime, RuntimeError, ServiceEvents, SpriteRef, SpriteState, WatchFrom};
 use crate::fsutil::{remove_dir_all_if_exists, remove_file_if_exists, write_replace};
+use crate::network::{Network, SpriteNet};
 use crate::reaper::KnownChildren;
 use crate::storage::{views, StoragePool};
 
@@ -45,6 +47,8 @@ pub struct NamespaceRuntime {
     cfg: NamespaceRuntimeConfig,
     known: Arc<KnownChildren>,
     pool: Arc<dyn StoragePool>,
+    /// Per-sprite networking; `None`: sprites get only a loopback.
+    network: Option<Arc<Network>>,
 }
 
 /// Sprite ids come from our own database, but they become path components: refuse anything
@@ -73,7 +77,12 @@ impl NamespaceRuntime {
         known: Arc<KnownChildren>,
         pool: Arc<dyn StoragePool>,
     ) -> Self {
-        NamespaceRuntime { cfg, known, pool }
+        NamespaceRuntime {
+            cfg,
+            known,
+            pool,
+            network: None,
+        }
     }
 
     fn paths(&self, id: &str) -> Result<SpritePaths, RuntimeError> {
@@ -207,6 +216,94 @@ fn millis(d: Duration) -> u64 {
     u64::try_from(d.as_millis()).unwrap_or(u64::MAX)
 }
 
+/// `<sprite-dir>/policy/network.json`, shown read-only inside at `/.sprite/policy/network.json`.
+/// It is the only copy of a sprite's egress policy: what the sprite reads is what is in
+/// force, no database migration is needed, and destroy removes it with the sprite.
+fn policy_file(p: &SpritePaths) -> PathBuf {
+    p.sprite_dir.join("policy").join("network.json")
+}
+
+/// The stored policy; unrestricted when there is none (or it cannot be read, which is logged).
+fn read_policy(p: &SpritePaths) -> NetworkPolicy {
+    let path = policy_file(p);
+    match std::fs::read(&path) {
+        Ok(b) => NetworkPolicy::from_json(&b).unwrap_or_else(|e| {
+            tracing::warn!(path = %path.display(), "unreadable network policy, ignored: {e}");
+            NetworkPolicy::default()
+        }),
+        Err(_) => NetworkPolicy::default(),
+    }
+}
+
+fn write_policy(p: &SpritePaths, policy: &NetworkPolicy) -> Result<(), RuntimeError> {
+    let path = policy_file(p);
+    let dir = path.parent().unwrap_or(Path::new("."));
+    // Not create_dir_all: a sprite destroyed meanwhile must not get its directory back.
+    match std::fs::create_dir(dir) {
+        Err(e) if e.kind() != io::ErrorKind::AlreadyExists => {
+            return Err(RuntimeError::io(format!("creating {}", dir.display()), e));
+        }
+        _ => {}
+    }
+    let mut json = serde_json::to_vec_pretty(policy)
+        .map_err(|e| RuntimeError::io("encoding the policy", io::Error::other(e)))?;
+    json.push(b'\n');
+    write_replace(&path, &json, 0o644)
+        .map_err(|e| RuntimeError::io(format!("writing {}", path.display()), e))
+}
+
+impl NamespaceRuntime {
+    /// Gives sprites their own network (slots, NAT, DNS, egress policies).
+    pub fn with_network(mut self, network: Arc<Network>) -> Self {
+        self.network = Some(network);
+        self
+    }
+
+    /// Once at start, before anything else starts sprites: slots of sprites that still run
+    /// stay theirs (policies re-applied), the rest go back to the pool.
+    pub async fn reconcile_network(&self) {
+        let Some(net) = &self.network else {
+            return;
+        };
+        let mut live = std::collections::HashMap::new();
+        for id in net.owners() {
+            let Ok(p) = self.paths(&id) else {
+                continue;
+            };
+            match self.state(&id).await {
+                Ok(SpriteState::Cold) => {}
+                _ => {
+                    live.insert(id, read_policy(&p));
+                }
+            }
+        }
+        net.reconcile(live).await;
+    }
+
+    /// Takes a slot for the sprite (policy in force first) and points the keeper at it.
+    async fn attach_network(
+        &self,
+        id: &str,
+        p: &SpritePaths,
+        mut config: KeeperConfig,
+    ) -> Result<KeeperConfig, RuntimeError> {
+        let Some(net) = &self.network else {
+            return Ok(config);
+        };
+        if !policy_file(p).exists() {
+            write_policy(p, &NetworkPolicy::default())?;
+        }
+        let policy = read_policy(p);
+        let sn = net
+            .take(id, &policy)
+            .await
+            .map_err(|e| RuntimeError::io("setting up the sprite's network", e))?;
+        config.netns = Some(sn.netns);
+        config.resolv_conf = Some(format!("nameserver {}\n", sn.gateway));
+        Ok(config)
+    }
+}
+
 /// Removes temporary files an interrupted atomic write left next to the sprite's run files
 /// (`.<id>.json.tmp-…`), so that destroy leaves nothing named after the sprite.
 fn remove_temp_files(p: &SpritePaths) -> io::Result<()> {
@@ -287,12 +384,24 @@ impl Runtime for NamespaceRuntime {
             sprite_dir: p.sprite_dir.clone(),
             limits: self.cfg.limits.clone(),
             cgroup_parent: self.cfg.cgroup_parent.clone(),
+            netns: None,
+            resolv_conf: None,
         };
-        let json = serde_json::to_vec_pretty(&config)
-            .map_err(|e| RuntimeError::KeeperStart(format!("encoding config: {e}")))?;
-        write_replace(&p.config, &json, 0o600)
-            .map_err(|e| RuntimeError::io(format!("writing {}", p.config.display()), e))?;
-        start_keeper(&self.cfg.keeper_bin, &p.config, &p.log, &self.known).await?;
+        // Network last: a slot (with the sprite's policy in force) from the pool.
+        let config = self.attach_network(&sprite.id, &p, config).await?;
+        let started = async {
+            let json = serde_json::to_vec_pretty(&config)
+                .map_err(|e| RuntimeError::KeeperStart(format!("encoding config: {e}")))?;
+            write_replace(&p.config, &json, 0o600)
+                .map_err(|e| RuntimeError::io(format!("writing {}", p.config.display()), e))?;
+            start_keeper(&self.cfg.keeper_bin, &p.config, &p.log, &self.known).await
+        };
+        if let Err(e) = started.await {
+            if let Some(net) = &self.network {
+                net.release(&sprite.id).await;
+            }
+            return Err(e);
+        }
         Ok(())
     }
 
@@ -343,6 +452,9 @@ impl Runtime for NamespaceRuntime {
         let mut conn = match self.connect(sprite_id).await {
             Err(RuntimeError::NotRunning) => {
                 let _ = remove_file_if_exists(&p.socket);
+                if let Some(net) = &self.network {
+                    net.release(sprite_id).await;
+                }
                 return Ok(());
             }
             other => other?,
@@ -365,6 +477,9 @@ impl Runtime for NamespaceRuntime {
             .map_err(|e| RuntimeError::io(format!("removing {}", p.socket.display()), e))?;
         views::clear(&p.checkpoint_views)
             .map_err(|e| RuntimeError::io("removing checkpoint views", e))?;
+        if let Some(net) = &self.network {
+            net.release(sprite_id).await;
+        }
         tracing::info!(sprite_id, "sprite stopped");
         Ok(())
     }
@@ -383,6 +498,11 @@ impl Runtime for NamespaceRuntime {
         .await
         .map_err(|e| RuntimeError::io("removing cgroups", io::Error::other(e)))?
         .map_err(|e| RuntimeError::io("removing cgroups", e))?;
+        // Its processes are gone with the cgroups: the slot is free (stop released it unless
+        // stop failed).
+        if let Some(net) = &self.network {
+            net.release(sprite_id).await;
+        }
         let pool = self.pool.clone();
         let pid = sprite_id.to_string();
         let views_dir = p.checkpoint_views.clone();
@@ -431,6 +551,33 @@ impl Runtime for NamespaceRuntime {
             }
             other => Err(unexpected(&other)),
         }
+    }
+
+    fn network(&self, sprite_id: &str) -> Option<SpriteNet> {
+        self.network.as_ref()?.get(sprite_id)
+    }
+
+    async fn network_policy(&self, sprite_id: &str) -> Result<NetworkPolicy, RuntimeError> {
+        let p = self.paths(sprite_id)?;
+        Ok(read_policy(&p))
+    }
+
+    async fn set_network_policy(
+        &self,
+        sprite_id: &str,
+        policy: &NetworkPolicy,
+    ) -> Result<(), RuntimeError> {
+        let p = self.paths(sprite_id)?;
+        if !p.sprite_dir.is_dir() {
+            return Err(RuntimeError::NotRunning);
+        }
+        write_policy(&p, policy)?;
+        if let Some(net) = &self.network {
+            net.set_policy(sprite_id, policy)
+                .await
+                .map_err(|e| RuntimeError::io("applying the network policy", e))?;
+        }
+        Ok(())
     }
 
     async fn show_checkpoints(

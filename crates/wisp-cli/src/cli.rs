@@ -63,6 +63,10 @@ pub enum Command {
     Restore(RestoreArgs),
     /// Create a new sprite from a checkpoint of another (its latest when none is named)
     Fork(ForkArgs),
+    /// Services of a sprite: commands it keeps running (restarted when they crash, started
+    /// again on every boot): list, create, get, delete, start, stop, restart, logs, signal
+    #[command(subcommand, visible_alias = "service")]
+    Services(crate::cmd::services::ServicesCommand),
     /// Copy files between this machine and a sprite (`:PATH` or `NAME:PATH` is in a sprite)
     Cp(CpArgs),
     /// A sprite's egress (network) policy: get, set FILE, allow DOMAIN, deny DOMAIN

@@ -67,6 +67,7 @@ async fn run(cli: Cli) -> i32 {
         Command::Checkpoint(c) => cmd::checkpoint::run(&ctx, c).await,
         Command::Restore(a) => cmd::restore::run(&ctx, a).await,
         Command::Fork(a) => cmd::fork::run(&ctx, a).await,
+        Command::Services(c) => cmd::services::run(&ctx, c).await,
         Command::Cp(a) => cmd::cp::run(&ctx, a).await,
         Command::Policy(c) => cmd::policy::run(&ctx, c).await,
         Command::Url(a) => cmd::url::run(&ctx, a).await,

@@ -13,6 +13,7 @@ pub mod login;
 pub mod policy;
 pub mod proxy;
 pub mod restore;
+pub mod services;
 pub mod sessions;
 pub mod sleep;
 pub mod url;

@@ -25,6 +25,7 @@ GUID = "258EAFA5-E914-47DA-95CA-C5AB0DC85B11"
 
 class H(BaseHTTPRequestHandler):
     protocol_version = "HTTP/1.1"
+    disable_nagle_algorithm = True
 
     def log_message(self, *a):
         pass
@@ -583,4 +584,154 @@ async fn tls_ingress_listener() {
         "{v}"
     );
     d.delete("tw").await;
+}
+
+/// How a measurement connects to the app.
+#[derive(Clone)]
+enum Path {
+    /// Straight into the sprite's network namespace (`wisp_sys::netns`): the floor.
+    Direct(std::path::PathBuf),
+    /// Through wispd's sprite URL.
+    Ingress(std::net::SocketAddr, String),
+}
+
+impl Path {
+    fn name(&self) -> &'static str {
+        match self {
+            Path::Direct(_) => "direct (netns connect)",
+            Path::Ingress(..) => "sprite URL (wispd)",
+        }
+    }
+
+    async fn connect(&self) -> tokio::net::TcpStream {
+        match self {
+            Path::Direct(ns) => {
+                let ns = ns.clone();
+                let s = tokio::task::spawn_blocking(move || {
+                    wisp_sys::netns::connect_tcp_in(
+                        &ns,
+                        "127.0.0.1:8080".parse().unwrap(),
+                        Duration::from_secs(5),
+                    )
+                })
+                .await
+                .unwrap()
+                .expect("direct connect");
+                s.set_nonblocking(true).unwrap();
+                tokio::net::TcpStream::from_std(s).unwrap()
+            }
+            Path::Ingress(addr, _) => tokio::net::TcpStream::connect(addr).await.unwrap(),
+        }
+    }
+
+    fn host(&self) -> &str {
+        match self {
+            Path::Direct(_) => "127.0.0.1:8080",
+            Path::Ingress(_, h) => h,
+        }
+    }
+}
+
+/// `conns` keep-alive connections each sending `GET path` back to back for `secs`; returns
+/// the latencies of every request.
+async fn load(path: &Path, conns: usize, secs: u64, req_path: &str) -> Vec<Duration> {
+    use http_body_util::BodyExt;
+    let deadline = Instant::now() + Duration::from_secs(secs);
+    let tasks = (0..conns).map(|_| {
+        let path = path.clone();
+        let req_path = req_path.to_string();
+        tokio::spawn(async move {
+            let io = hyper_util::rt::TokioIo::new(path.connect().await);
+            let (mut tx, conn) = hyper::client::conn::http1::handshake(io).await.unwrap();
+            tokio::spawn(conn);
+            let mut lat = Vec::new();
+            while Instant::now() < deadline {
+                let req = hyper::Request::get(req_path.as_str())
+                    .header("host", path.host())
+                    .body(http_body_util::Empty::<bytes::Bytes>::new())
+                    .unwrap();
+                let t = Instant::now();
+                tx.ready().await.expect("connection ready");
+                let res = tx.send_request(req).await.expect("request");
+                assert_eq!(res.status(), 200);
+                res.into_body().collect().await.expect("body");
+                lat.push(t.elapsed());
+            }
+            lat
+        })
+    });
+    let mut all = Vec::new();
+    for t in futures_util::future::join_all(tasks).await {
+        all.extend(t.unwrap());
+    }
+    all.sort();
+    all
+}
+
+fn pct(sorted: &[Duration], p: f64) -> f64 {
+    let i = ((sorted.len() as f64 - 1.0) * p).round() as usize;
+    sorted[i].as_secs_f64() * 1e3
+}
+
+/// The host pid of the app (`python3 /tmp/app.py`) of sprite `id`.
+fn app_pid(id: &str) -> u32 {
+    for e in std::fs::read_dir("/proc").unwrap().flatten() {
+        let Ok(pid) = e.file_name().to_string_lossy().parse::<u32>() else {
+            continue;
+        };
+        let cmd = std::fs::read(format!("/proc/{pid}/cmdline")).unwrap_or_default();
+        let cg = std::fs::read_to_string(format!("/proc/{pid}/cgroup")).unwrap_or_default();
+        if common::contains(&cmd, b"/tmp/app.py") && cg.contains(id) {
+            return pid;
+        }
+    }
+    panic!("no app process for {id}");
+}
+
+/// Throughput and added latency of the sprite URL against connecting straight into the
+/// sprite, at 1, 16 and 64 concurrent keep-alive connections, and bulk transfer speed.
+/// `cargo test --release -p wispd --test ingress -- --ignored --nocapture measure`
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+#[ignore = "a measurement, not a test; run it with --ignored --nocapture (and --release)"]
+async fn measure_ingress_overhead() {
+    let d = TestDaemon::start_real();
+    let obj = d.create("bench").await;
+    set_auth(&d, "bench", "public").await;
+    start_app(&d, "bench", 8080).await;
+    let id = obj["id"].as_str().unwrap();
+    let netns = std::path::PathBuf::from(format!("/proc/{}/ns/net", app_pid(id)));
+    let paths = [
+        Path::Direct(netns),
+        Path::Ingress(d.addr, host(&d, "bench")),
+    ];
+    // Warm-up.
+    for p in &paths {
+        load(p, 4, 1, "/").await;
+    }
+    println!("| path | conns | req/s | p50 ms | p99 ms |");
+    println!("|---|---|---|---|---|");
+    for conns in [1, 16, 64] {
+        for p in &paths {
+            let secs = 4;
+            let lat = load(p, conns, secs, "/").await;
+            println!(
+                "| {} | {conns} | {:.0} | {:.3} | {:.3} |",
+                p.name(),
+                lat.len() as f64 / secs as f64,
+                pct(&lat, 0.5),
+                pct(&lat, 0.99)
+            );
+        }
+    }
+    for p in &paths {
+        let t = Instant::now();
+        let lat = load(p, 1, 3, "/big").await;
+        let mb = lat.len() as f64 * 32.0;
+        println!(
+            "bulk 32 MiB GETs, {}: {:.0} MiB/s",
+            p.name(),
+            mb / t.elapsed().as_secs_f64()
+        );
+    }
+    d.delete("bench").await;
 }

@@ -61,6 +61,21 @@ const LOGOUT_PATH: &str = "/.wisp/logout";
 const LOGIN_BODY_LIMIT: usize = 16 << 10;
 /// `last_active_at` in the database is refreshed at most this often per sprite.
 const DB_TOUCH_EVERY: Duration = Duration::from_secs(10);
+/// A wake lease ends this long after the sprite URL's last request (see [`Lease`]).
+const LEASE_IDLE: Duration = Duration::from_secs(1);
+
+/// While requests keep coming, one wake serves them all: the lease holds an operation in
+/// flight, so the idle timer cannot put the sprite to sleep under it, and requests skip the
+/// wake (a keeper ping under the sprite's lock, which would serialize every request of the
+/// sprite). A lease is void when the sprite was frozen since (`last_warming_at` changed: an
+/// explicit sleep) or stopped (its init, whose network namespace the lease names, is gone),
+/// and ends [`LEASE_IDLE`] after its last request.
+struct Lease {
+    _guard: ActivityGuard,
+    warming_at: Option<String>,
+    netns: std::path::PathBuf,
+    last_used: Instant,
+}
 
 /// The sprite URL proxy, shared by every listener.
 #[derive(Clone)]
@@ -76,6 +91,7 @@ struct Inner {
     client: UpstreamClient,
     key: SessionKey,
     db_touched: Mutex<HashMap<String, Instant>>,
+    leases: Mutex<HashMap<String, Lease>>,
 }
 
 impl std::fmt::Debug for Ingress {
@@ -94,16 +110,36 @@ impl Ingress {
         key: SessionKey,
     ) -> Self {
         let client = upstream::client(manager.runtime().clone());
-        Ingress {
-            inner: Arc::new(Inner {
-                store,
-                manager,
-                base_host: base_host(url_base),
-                client,
-                key,
-                db_touched: Mutex::new(HashMap::new()),
-            }),
-        }
+        let inner = Arc::new(Inner {
+            store,
+            manager,
+            base_host: base_host(url_base),
+            client,
+            key,
+            db_touched: Mutex::new(HashMap::new()),
+            leases: Mutex::new(HashMap::new()),
+        });
+        tokio::spawn(end_leases(Arc::downgrade(&inner)));
+        Ingress { inner }
+    }
+}
+
+/// Drops wake leases whose last request is older than [`LEASE_IDLE`].
+async fn end_leases(inner: std::sync::Weak<Inner>) {
+    let mut tick = tokio::time::interval(LEASE_IDLE / 2);
+    loop {
+        tick.tick().await;
+        let Some(inner) = inner.upgrade() else { return };
+        let ended: Vec<Lease> = {
+            let mut leases = inner.leases.lock().unwrap_or_else(|e| e.into_inner());
+            let old: Vec<String> = leases
+                .iter()
+                .filter(|(_, l)| l.last_used.elapsed() >= LEASE_IDLE)
+                .map(|(id, _)| id.clone())
+                .collect();
+            old.iter().filter_map(|id| leases.remove(id)).collect()
+        };
+        drop(ended);
     }
 }
 
@@ -290,7 +326,7 @@ impl Ingress {
     fn authorized(&self, headers: &HeaderMap, row: &SpriteRow) -> bool {
         let store = &self.inner.store;
         if let Some(token) = token_from_headers(headers) {
-            match verify(store, &token) {
+            match crate::auth::verify_sprite_access(store, &token, &row.name) {
                 Ok(Some(caller)) if caller.org_id == row.org_id => return true,
                 Ok(_) => {}
                 Err(e) => tracing::warn!("checking a URL token: {e}"),
@@ -369,10 +405,13 @@ impl Ingress {
     ) -> Response {
         let manager = &self.inner.manager;
         let activity = manager.activity().begin(&row.id);
-        if let Err(e) = manager.wake(&row).await {
-            return api_error(html, e.into());
+        if !self.use_lease(&row) {
+            if let Err(e) = manager.wake(&row).await {
+                return api_error(html, e.into());
+            }
+            self.take_lease(&row).await;
+            self.touch_db(&row.id);
         }
-        self.touch_db(&row.id);
         let port = target_port(&self.inner.store, &row);
         let upgrade = wants_upgrade(req.headers());
         let downstream = upgrade.then(|| hyper::upgrade::on(&mut req));
@@ -425,6 +464,47 @@ impl Ingress {
                 guard: Some(activity),
             }),
         )
+    }
+
+    /// Whether a live lease lets this request skip the wake (and renews it).
+    fn use_lease(&self, row: &SpriteRow) -> bool {
+        let mut leases = self.inner.leases.lock().unwrap_or_else(|e| e.into_inner());
+        match leases.get_mut(&row.id) {
+            Some(l)
+                if l.warming_at == row.last_warming_at
+                    && l.last_used.elapsed() < LEASE_IDLE
+                    && std::fs::read_link(&l.netns).is_ok() =>
+            {
+                l.last_used = Instant::now();
+                true
+            }
+            Some(_) => {
+                leases.remove(&row.id);
+                false
+            }
+            None => false,
+        }
+    }
+
+    /// Records a wake that just succeeded as a lease.
+    async fn take_lease(&self, row: &SpriteRow) {
+        let manager = &self.inner.manager;
+        let Ok(netns) = manager.runtime().netns_path(&row.id).await else {
+            return;
+        };
+        let lease = Lease {
+            _guard: manager.activity().begin(&row.id),
+            warming_at: row.last_warming_at.clone(),
+            netns,
+            last_used: Instant::now(),
+        };
+        let old = self
+            .inner
+            .leases
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .insert(row.id.clone(), lease);
+        drop(old);
     }
 
     /// `last_active_at` for the sprite object, without a database write per request.

@@ -24,8 +24,9 @@ pub enum BootstrapError {
 }
 
 /// Makes sure the default organization exists and that `<data-dir>/admin-token` holds a valid
-/// admin token. A missing token file on a later start gets a *new* token (the old secret is
-/// not recoverable: only its hash is stored); the event is logged.
+/// admin token (one that may manage every organization). A missing token file on a later
+/// start, or one whose token no longer works (revoked through the API), gets a *new* token
+/// (the old secret is not recoverable: only its hash is stored); the event is logged.
 pub fn ensure_admin(store: &Store, data_dir: &Path) -> Result<Organization, BootstrapError> {
     let token_path = data_dir.join(ADMIN_TOKEN_FILE);
     let (org, fresh) = match store.org_by_slug(DEFAULT_ORG_SLUG)? {
@@ -42,10 +43,19 @@ pub fn ensure_admin(store: &Store, data_dir: &Path) -> Result<Organization, Boot
             (org, true)
         }
     };
-    if !fresh && token_path.exists() {
-        return Ok(org);
+    if !fresh {
+        let current = std::fs::read_to_string(&token_path).ok();
+        if let Some(t) = current {
+            match auth::authenticate(store, t.trim())? {
+                Some(a) if a.grant.is_admin() => return Ok(org),
+                _ => tracing::warn!(
+                    path = %token_path.display(),
+                    "the admin token file's token is no longer valid"
+                ),
+            }
+        }
     }
-    let minted = auth::mint_token(&org, "admin");
+    let minted = auth::mint_token(&org, "admin", true);
     store.insert_token(&minted.record)?;
     write_atomic(&token_path, format!("{}\n", minted.token).as_bytes(), 0o600).map_err(
         |source| BootstrapError::WriteToken {
@@ -59,7 +69,7 @@ pub fn ensure_admin(store: &Store, data_dir: &Path) -> Result<Organization, Boot
         tracing::warn!(
             path = %token_path.display(),
             token_id = %minted.record.id,
-            "the admin token file was missing: issued a new admin token"
+            "the admin token file was missing or stale: issued a new admin token"
         );
     }
     Ok(org)
@@ -90,5 +100,17 @@ mod tests {
         let t2 = std::fs::read_to_string(&path).unwrap();
         assert_ne!(t1, t2);
         assert!(auth::verify(&store, t2.trim()).unwrap().is_some());
+
+        // A revoked admin token in the file is replaced too.
+        let a = auth::authenticate(&store, t2.trim()).unwrap().unwrap();
+        assert!(a.grant.is_admin());
+        store
+            .revoke_token(&org.id, &a.grant.token_id, &timefmt::now())
+            .unwrap();
+        ensure_admin(&store, dir.path()).unwrap();
+        let t3 = std::fs::read_to_string(&path).unwrap();
+        assert_ne!(t2, t3);
+        let a = auth::authenticate(&store, t3.trim()).unwrap().unwrap();
+        assert!(a.grant.is_admin());
     }
 }

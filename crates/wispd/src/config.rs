@@ -70,6 +70,17 @@ pub struct Args {
     /// Use this existing root filesystem as the base image instead of building one.
     #[arg(long, env = "WISP_ROOTFS")]
     pub rootfs: Option<PathBuf>,
+    /// Most sprites one organization may have running or warm at once; a create or a wake
+    /// of a cold sprite beyond it gets 429. Per-org settings override it [default: unlimited].
+    #[arg(long, env = "WISP_ORG_RUNNING_LIMIT")]
+    pub org_running_limit: Option<u64>,
+    /// Sprites one organization may create per --org-create-rate-window; beyond it 429.
+    /// Per-org settings override it [default: unlimited].
+    #[arg(long, env = "WISP_ORG_CREATE_RATE_LIMIT")]
+    pub org_create_rate_limit: Option<u64>,
+    /// The window of --org-create-rate-limit; Go-style duration, whole seconds [default: 1m].
+    #[arg(long, env = "WISP_ORG_CREATE_RATE_WINDOW")]
+    pub org_create_rate_window: Option<String>,
     /// A running sprite with nothing in flight for this long goes warm (frozen); Go-style
     /// duration (30s, 1m30s, 500ms); 0 disables [default: 30s].
     #[arg(long, env = "WISP_IDLE_TIMEOUT")]
@@ -129,6 +140,9 @@ pub struct FileConfig {
     pub rootfs: Option<PathBuf>,
     pub idle_timeout: Option<String>,
     pub cold_timeout: Option<String>,
+    pub org_running_limit: Option<u64>,
+    pub org_create_rate_limit: Option<u64>,
+    pub org_create_rate_window: Option<String>,
     /// `false`: like `--no-network`.
     pub network: Option<bool>,
     pub sprite_subnet: Option<String>,
@@ -175,6 +189,8 @@ pub struct Settings {
     pub idle_timeout: Duration,
     /// Zero: never goes cold by itself.
     pub cold_timeout: Duration,
+    /// Daemon-wide defaults of the per-org limits.
+    pub org_limits: crate::tenancy::DefaultLimits,
     /// Per-sprite networking on.
     pub network: bool,
     pub sprite_subnet: crate::network::Subnet,
@@ -558,6 +574,40 @@ mod tests {
             FileConfig::load(&dir.path().join("missing.toml")),
             Err(ConfigError::Read { .. })
         ));
+    }
+
+    #[test]
+    fn org_limits() {
+        let s = Settings::resolve(args(&[]), FileConfig::default(), Path::new("/")).unwrap();
+        assert_eq!(s.org_limits, crate::tenancy::DefaultLimits::default());
+        assert_eq!(s.org_limits.running, None);
+        let s = Settings::resolve(
+            args(&[
+                "--org-running-limit",
+                "3",
+                "--org-create-rate-limit",
+                "10",
+                "--org-create-rate-window",
+                "1h",
+            ]),
+            FileConfig::default(),
+            Path::new("/"),
+        )
+        .unwrap();
+        assert_eq!(s.org_limits.running, Some(3));
+        assert_eq!(s.org_limits.create_rate, Some(10));
+        assert_eq!(s.org_limits.create_window, Duration::from_secs(3600));
+        let file: FileConfig = toml::from_str("org_running_limit = 2").unwrap();
+        let s = Settings::resolve(args(&[]), file, Path::new("/")).unwrap();
+        assert_eq!(s.org_limits.running, Some(2));
+        for bad in ["0", "500ms", "soon"] {
+            assert!(Settings::resolve(
+                args(&["--org-create-rate-window", bad]),
+                FileConfig::default(),
+                Path::new("/")
+            )
+            .is_err());
+        }
     }
 
     #[test]

@@ -26,6 +26,7 @@ mod reaper;
 mod runtime;
 mod storage;
 mod store;
+mod tenancy;
 mod timefmt;
 
 use std::fs::OpenOptions;
@@ -220,6 +221,7 @@ async fn run(settings: Settings) -> anyhow::Result<()> {
             .context("loading the sprite URL session key")?,
     );
     let state = api::AppState {
+        tenancy: Arc::new(tenancy::Tenancy::new(settings.org_limits)),
         store,
         manager,
         url_base: url_base.into(),

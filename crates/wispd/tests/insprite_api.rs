@@ -1,6 +1,7 @@
 //! The in-sprite API (§3.12) on `/.sprite/api.sock`, driven from inside real sprites with
 //! `curl --unix-socket` as the `sprite` user: checkpoints (a restore answers 202 and happens
-//! afterwards), keep-awake tasks, isolation between sprites, and a wispd kill -9 and restart.
+//! afterwards), services, keep-awake tasks, isolation between sprites, and a wispd kill -9 and
+//! restart.
 
 mod common;
 
@@ -387,4 +388,31 @@ async fn sockets_and_tasks_survive_a_wispd_kill9() {
     assert_eq!(status, 200);
     assert_eq!(ids(&list), ["Current", "v0"]);
     d2.delete("ins-restart").await;
+}
+
+#[tokio::test]
+async fn services_from_inside() {
+    let d = TestDaemon::start_real();
+    d.create("ins-svc").await;
+    let (status, list) = api(&d, "ins-svc", "GET", "/v1/services", None).await;
+    assert_eq!((status, list), (200, json!([])));
+    let (status, last) = api(
+        &d,
+        "ins-svc",
+        "PUT",
+        "/v1/services/sleeper?duration=0s",
+        Some(json!({"cmd": "sleep", "args": ["100000"]})),
+    )
+    .await;
+    assert_eq!(status, 200, "{last}");
+    let (status, one) = api(&d, "ins-svc", "GET", "/v1/services/sleeper", None).await;
+    assert_eq!((status, one["name"].as_str()), (200, Some("sleeper")), "{one}");
+    // The public API sees the same service.
+    let (status, one) = d.get_json("/v1/sprites/ins-svc/services/sleeper").await;
+    assert_eq!(status, 200, "{one}");
+    let (status, _) = api(&d, "ins-svc", "DELETE", "/v1/services/sleeper", None).await;
+    assert_eq!(status, 204);
+    let (status, _) = api(&d, "ins-svc", "GET", "/v1/services/sleeper", None).await;
+    assert_eq!(status, 404);
+    d.delete("ins-svc").await;
 }

@@ -130,6 +130,7 @@ pub fn self_routes() -> Router<AppState> {
             "/v1/sprites/{name}/checkpoints/{id}/restore",
             post(checkpoints::restore_detached),
         )
+        .merge(services::routes())
 }
 
 /// Every response, errors and upgrades included, names the server version: the Go SDK picks

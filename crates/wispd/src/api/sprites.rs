@@ -2,7 +2,9 @@
 
 use axum::extract::{RawQuery, State};
 use axum::http::StatusCode;
+use axum::response::{IntoResponse, Response};
 use axum::{Extension, Json};
+use wisp_api::attenuation::Op;
 use wisp_api::name::validate_sprite_name;
 use wisp_api::sprite::{
     validate_labels, CreateSpriteRequest, Lifecycle, ListSpritesResponse, OrgInfo, Sprite,
@@ -14,9 +16,11 @@ use super::extract::{query_pairs, ApiJson, ApiPath};
 use super::list_params::{encode_token, parse_list_params};
 use super::view::sprite_object;
 use super::AppState;
-use crate::auth::Caller;
-use crate::manager::{ForkFrom, NewSprite};
+use crate::auth::{Caller, Grant};
+use crate::manager::{ForkFrom, ManagerError, NewSprite};
 use crate::store::SpriteRow;
+use crate::store::StoreError;
+use crate::tenancy::LimitExceeded;
 use crate::timefmt;
 
 /// The caller's sprite called `name`, or 404. Names that cannot exist are simply not found.
@@ -80,13 +84,66 @@ fn parse_lifecycle(
     .transpose()
 }
 
+/// A refused create: the usual error, or a 429 for an org limit.
+#[derive(Debug)]
+pub enum CreateError {
+    Api(ApiError),
+    Limit(LimitExceeded),
+}
+
+impl From<ApiError> for CreateError {
+    fn from(e: ApiError) -> Self {
+        CreateError::Api(e)
+    }
+}
+
+impl From<ManagerError> for CreateError {
+    fn from(e: ManagerError) -> Self {
+        CreateError::Api(e.into())
+    }
+}
+
+impl From<StoreError> for CreateError {
+    fn from(e: StoreError) -> Self {
+        CreateError::Api(e.into())
+    }
+}
+
+impl From<LimitExceeded> for CreateError {
+    fn from(e: LimitExceeded) -> Self {
+        CreateError::Limit(e)
+    }
+}
+
+impl IntoResponse for CreateError {
+    fn into_response(self) -> Response {
+        match self {
+            CreateError::Api(e) => e.into_response(),
+            CreateError::Limit(e) => e.into_response(),
+        }
+    }
+}
+
+/// An attenuated token's sprite caveats applied to a name in a body (403 otherwise).
+fn check_grant(grant: Option<&Grant>, op: Op, name: &str) -> Result<(), ApiError> {
+    match grant {
+        Some(g) => g
+            .check(op, Some(name))
+            .map_err(|e| super::auth::forbidden(e.to_string())),
+        None => Ok(()),
+    }
+}
+
 pub async fn create(
     State(st): State<AppState>,
     Extension(caller): Extension<Caller>,
+    grant: Option<Extension<Grant>>,
     ApiJson(req): ApiJson<CreateSpriteRequest>,
-) -> Result<(StatusCode, Json<Sprite>), ApiError> {
+) -> Result<(StatusCode, Json<Sprite>), CreateError> {
+    let grant = grant.map(|Extension(g)| g);
     let name = req.name.unwrap_or_default();
     validate_sprite_name(&name).map_err(name_error)?;
+    check_grant(grant.as_ref(), Op::Write, &name)?;
     validate_settings(req.url_settings.as_ref(), req.labels.as_deref())?;
     let lifecycle = parse_lifecycle(req.lifecycle.as_ref())?;
     let from = match &req.from {
@@ -96,9 +153,12 @@ pub async fn create(
                 if !wisp_api::checkpoint::is_valid_checkpoint_id(ck) {
                     return Err(ApiError::bad_request(format!(
                         "from.checkpoint: {ck:?} is not a checkpoint id (v0, v1, ... or auto-...)"
-                    )));
+                    ))
+                    .into());
                 }
             }
+            // A fork reads the source's files.
+            check_grant(grant.as_ref(), Op::Read, &src.sprite)?;
             let row = find_sprite(&st, &caller, &src.sprite).map_err(|_| {
                 ApiError::not_found(format!("from.sprite: sprite {:?} not found", src.sprite))
             })?;
@@ -118,7 +178,44 @@ pub async fn create(
         labels: req.labels.unwrap_or_default(),
         from,
     };
-    let row = st.manager.create(new).await?;
+    // Org limits: running sprites (creates of the org serialised while it applies, so two
+    // cannot take the last slot), then the create rate.
+    let limits = st.tenancy.effective(&st.store, &caller.org_id)?;
+    let create_lock = limits
+        .running
+        .map(|_| st.tenancy.create_lock(&caller.org_id));
+    let _creating = match &create_lock {
+        Some(l) => Some(l.lock().await),
+        None => None,
+    };
+    if let Some(max) = limits.running {
+        let current = st
+            .tenancy
+            .running_count(&st.store, &st.manager, &caller.org_id)
+            .await?;
+        if current >= max {
+            return Err(LimitExceeded::concurrent(max, current).into());
+        }
+    }
+    let slot = match limits.create_rate {
+        Some(n) => Some(st.tenancy.reserve_create(
+            &caller.org_id,
+            n,
+            std::time::Duration::from_secs(limits.create_window_seconds),
+            std::time::Instant::now(),
+        )?),
+        None => None,
+    };
+    let row = match st.manager.create(new).await {
+        Ok(row) => row,
+        Err(e) => {
+            if let Some(slot) = slot {
+                st.tenancy.release(slot);
+            }
+            return Err(e.into());
+        }
+    };
+    drop(slot);
     if let Some((idle, cold)) = lifecycle {
         st.store.set_sprite_timeouts(&row.id, idle, cold)?;
     }
@@ -130,17 +227,35 @@ pub async fn create(
 pub async fn list(
     State(st): State<AppState>,
     Extension(caller): Extension<Caller>,
+    grant: Option<Extension<Grant>>,
     RawQuery(raw): RawQuery,
 ) -> Result<Json<ListSpritesResponse>, ApiError> {
     let params = parse_list_params(&query_pairs(raw.as_deref()))?;
-    let page = st.store.list_sprites(
+    let mut page = st.store.list_sprites(
         &caller.org_id,
         &params.prefix,
         params.after.as_deref(),
         params.max_results,
     )?;
     // Counts cover the whole org; every status comes from one concurrent sweep.
-    let ids = st.store.org_sprite_ids(&caller.org_id)?;
+    let mut ids = st.store.org_sprite_ids(&caller.org_id)?;
+    // An attenuated token sees only the sprites its caveats allow (in the counts too). A page
+    // may then hold fewer than max_results; `has_more` and the continuation still hold.
+    let next_continuation_token = page
+        .has_more
+        .then(|| page.rows.last().map(|r| encode_token(&r.name)))
+        .flatten();
+    if let Some(Extension(g)) = grant.as_ref().filter(|g| g.restricts_sprites()) {
+        page.rows.retain(|r| g.allows_sprite(&r.name));
+        let allowed: std::collections::HashSet<String> = st
+            .store
+            .sprites_in_state(crate::store::SpriteState::Ready)?
+            .into_iter()
+            .filter(|r| r.org_id == caller.org_id && g.allows_sprite(&r.name))
+            .map(|r| r.id)
+            .collect();
+        ids.retain(|id| allowed.contains(id));
+    }
     let statuses = st.manager.statuses(&ids).await;
     let timeouts = st.store.all_sprite_timeouts()?;
     let count = |s: SpriteStatus| statuses.values().filter(|v| **v == s).count() as u64;
@@ -160,10 +275,6 @@ pub async fn list(
             sprite
         })
         .collect();
-    let next_continuation_token = page
-        .has_more
-        .then(|| page.rows.last().map(|r| encode_token(&r.name)))
-        .flatten();
     Ok(Json(ListSpritesResponse {
         sprites,
         has_more: page.has_more,

@@ -88,6 +88,20 @@ pub const MIGRATIONS: &[&str] = &[
     ALTER TABLE sprites ADD COLUMN idle_timeout_ms INTEGER;
     ALTER TABLE sprites ADD COLUMN cold_timeout_ms INTEGER;
     "#,
+    // 6: tenancy. `tokens.admin`: may manage every organization (until now only the
+    // bootstrap minted tokens, so every existing token is the admin token). Per-org limits
+    // (no row, or NULL: the daemon's default; -1: unlimited; n >= 0: at most n).
+    r#"
+    ALTER TABLE tokens ADD COLUMN admin INTEGER NOT NULL DEFAULT 0;
+    UPDATE tokens SET admin = 1;
+    CREATE TABLE org_limits (
+        org_id                      TEXT PRIMARY KEY
+                                    REFERENCES organizations(id) ON DELETE CASCADE,
+        running_limit               INTEGER,
+        create_rate_limit           INTEGER,
+        create_rate_window_seconds  INTEGER
+    );
+    "#,
 ];
 
 /// Brings the schema up to date, one transaction per step, so a crash leaves the database at

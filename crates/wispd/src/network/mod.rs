@@ -362,6 +362,7 @@ impl Network {
         sprite_id: &str,
         policy: &NetworkPolicy,
     ) -> io::Result<SpriteNet> {
+        let started = Instant::now();
         let held = self.lock().owners.get(sprite_id).copied();
         let index = match held {
             Some(i) => i,
@@ -395,11 +396,15 @@ impl Network {
             self.release(sprite_id).await;
             return Err(e);
         }
-        let st = self.lock();
-        st.slots
-            .get(&index)
-            .map(Slot::net)
-            .ok_or_else(|| io::Error::other("slot vanished"))
+        let net = self.lock().slots.get(&index).map(Slot::net);
+        let net = net.ok_or_else(|| io::Error::other("slot vanished"))?;
+        tracing::debug!(
+            sprite_id,
+            slot = %net.ifname,
+            ms = started.elapsed().as_secs_f64() * 1e3,
+            "network slot taken"
+        );
+        Ok(net)
     }
 
     /// Hands the sprite's slot back (to the pool, or removes it when the pool is full).
@@ -417,8 +422,10 @@ impl Network {
             slot.owner = None;
             slot.policy = Compiled::default();
             slot.learned.clear();
-            let mut script = nft::replace_allowed(&self.table, &slot.info.ifname, &[]);
+            // The allow sets matter only while the slot is wired, and wiring rewrites them.
+            let mut script = String::new();
             if slot.wired {
+                script = nft::replace_allowed(&self.table, &slot.info.ifname, &[]);
                 script.push_str(&nft::unrestrict(&self.table, &slot.info.ifname));
                 slot.wired = false;
             }
@@ -491,11 +498,14 @@ impl Network {
             let allowed = slot.allowed(now);
             let ifname = slot.info.ifname.clone();
             let restricted = slot.policy.is_restricted();
-            let mut script = nft::replace_allowed(&self.table, &ifname, &allowed);
+            // Unrestricted and not wired (every start without a policy): nothing to change,
+            // no nft run on the start path.
+            let mut script = String::new();
             if restricted {
+                script = nft::replace_allowed(&self.table, &ifname, &allowed);
                 script.push_str(&nft::restrict(&self.table, &ifname));
             } else if slot.wired {
-                script.push_str(&nft::unrestrict(&self.table, &ifname));
+                script = nft::unrestrict(&self.table, &ifname);
             }
             let keep: HashSet<IpAddr> = allowed.iter().map(|(a, _)| *a).collect();
             (

@@ -13,6 +13,7 @@ mod exec_ws;
 pub(crate) mod extract;
 mod fs;
 mod list_params;
+mod orgs;
 mod policy;
 mod ports;
 mod proxy;
@@ -46,6 +47,8 @@ pub struct AppState {
     pub manager: Arc<SpriteManager>,
     /// Base of sprite URLs (see `view::sprite_url`).
     pub url_base: Arc<str>,
+    /// Per-org limits and create windows.
+    pub tenancy: Arc<crate::tenancy::Tenancy>,
 }
 
 impl std::fmt::Debug for AppState {
@@ -59,6 +62,8 @@ impl std::fmt::Debug for AppState {
 pub fn router(state: AppState) -> Router {
     Router::new()
         .route("/v1/organization", get(organization))
+        // Organizations and tokens (tenancy): admin and per-org management.
+        .merge(orgs::routes())
         .route("/v1/sprites", get(sprites::list).post(sprites::create))
         .route(
             "/v1/sprites/{name}",

@@ -4,6 +4,7 @@ use anyhow::{anyhow, bail, Context, Result};
 use futures_util::StreamExt;
 use tokio_tungstenite::tungstenite::client::IntoClientRequest;
 use tokio_tungstenite::tungstenite::Message;
+use wisp_api::checkpoint::StreamEvent;
 
 pub struct Api {
     http: reqwest::Client,
@@ -20,22 +21,37 @@ impl Api {
         }
     }
 
-    pub async fn create(&self, name: &str) -> Result<()> {
+    /// `POST /v1/sprites`; returns the new sprite's id.
+    pub async fn create(&self, name: &str) -> Result<String> {
+        self.create_with(serde_json::json!({ "name": name })).await
+    }
+
+    /// Creates `name` as a fork of `src`'s checkpoint `checkpoint` (Wisp's `"from"`); returns
+    /// the fork's id once wispd answered 201.
+    pub async fn fork(&self, name: &str, src: &str, checkpoint: &str) -> Result<String> {
+        self.create_with(serde_json::json!({
+            "name": name,
+            "from": { "sprite": src, "checkpoint": checkpoint },
+        }))
+        .await
+    }
+
+    async fn create_with(&self, body: serde_json::Value) -> Result<String> {
         let r = self
             .http
             .post(format!("{}/v1/sprites", self.base))
             .bearer_auth(&self.token)
-            .json(&serde_json::json!({ "name": name }))
+            .json(&body)
             .send()
             .await?;
-        if r.status().as_u16() != 201 {
-            bail!(
-                "create {name}: {} {}",
-                r.status(),
-                r.text().await.unwrap_or_default()
-            );
+        let status = r.status();
+        let text = r.text().await.unwrap_or_default();
+        if status.as_u16() != 201 {
+            bail!("create {}: {status} {text}", body["name"]);
         }
-        Ok(())
+        let sprite: wisp_api::sprite::Sprite =
+            serde_json::from_str(&text).context("create: the answer is not a sprite")?;
+        Ok(sprite.id)
     }
 
     pub async fn delete(&self, name: &str) -> Result<()> {
@@ -49,6 +65,73 @@ impl Api {
             bail!("delete {name}: {}", r.status());
         }
         Ok(())
+    }
+
+    /// Deletes every sprite of the org (cleanup at the end of a run, also after a failure).
+    pub async fn delete_all(&self) -> Result<()> {
+        for _ in 0..100 {
+            let page: wisp_api::sprite::ListSpritesResponse = self
+                .http
+                .get(format!("{}/v1/sprites", self.base))
+                .bearer_auth(&self.token)
+                .send()
+                .await?
+                .error_for_status()?
+                .json()
+                .await?;
+            if page.sprites.is_empty() {
+                return Ok(());
+            }
+            for s in &page.sprites {
+                self.delete(&s.name).await?;
+            }
+        }
+        bail!("sprites are still listed after deleting them")
+    }
+
+    /// `POST .../checkpoint` until the NDJSON stream's `complete` line; returns the new id.
+    pub async fn checkpoint(&self, name: &str) -> Result<String> {
+        let url = format!("{}/v1/sprites/{name}/checkpoint", self.base);
+        let id = self.ndjson(&url, &format!("checkpoint {name}")).await?;
+        id.context("checkpoint: the complete line has no id")
+    }
+
+    /// `POST .../checkpoints/{id}/restore` until the NDJSON stream's `complete` line.
+    pub async fn restore(&self, name: &str, checkpoint: &str) -> Result<()> {
+        let url = format!(
+            "{}/v1/sprites/{name}/checkpoints/{checkpoint}/restore",
+            self.base
+        );
+        self.ndjson(&url, &format!("restore {name} to {checkpoint}"))
+            .await
+            .map(drop)
+    }
+
+    /// POSTs `{}` and reads the NDJSON progress stream to its end; the last line must be
+    /// `complete`, whose `id` is returned.
+    async fn ndjson(&self, url: &str, what: &str) -> Result<Option<String>> {
+        let r = self
+            .http
+            .post(url)
+            .bearer_auth(&self.token)
+            .json(&serde_json::json!({}))
+            .send()
+            .await?;
+        let status = r.status();
+        let text = r.text().await?;
+        if status.as_u16() != 200 {
+            bail!("{what}: {status} {text}");
+        }
+        let last = text
+            .lines()
+            .rev()
+            .find(|l| !l.trim().is_empty())
+            .with_context(|| format!("{what}: empty answer"))?;
+        match serde_json::from_str(last) {
+            Ok(StreamEvent::Complete { id, .. }) => Ok(id),
+            Ok(StreamEvent::Error { error, .. }) => bail!("{what}: {error}"),
+            _ => bail!("{what}: the stream did not end with complete: {last}"),
+        }
     }
 
     /// `POST /v1/sprites/{name}/sleep?mode=warm|cold` (Wisp's extension).

@@ -1,4 +1,4 @@
-//! The floor: what the same work costs with plain util-linux tools and no daemon.
+//! The floor: what the same work costs with plain util-linux and coreutils tools and no daemon.
 
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
@@ -119,4 +119,56 @@ impl Drop for Running {
         let _ = self.child.kill();
         let _ = self.child.wait();
     }
+}
+
+/// Runs a command to its end; an error carries its stderr.
+fn run_ok(cmd: &mut Command, what: &str) -> Result<()> {
+    let out = cmd
+        .stdin(Stdio::null())
+        .output()
+        .with_context(|| format!("running {what}"))?;
+    if !out.status.success() {
+        bail!(
+            "{what} failed ({}): {}",
+            out.status,
+            String::from_utf8_lossy(&out.stderr).trim()
+        );
+    }
+    Ok(())
+}
+
+/// The storage peer: `cp -a --reflink=never SRC DST` (a real copy of the data), or with
+/// `--reflink=always` (a clone sharing the data), then `sync -f DST` (syncfs of DST's
+/// filesystem), timed together. A plain `cp -a` is no baseline on btrfs: coreutils 9 clones
+/// by default. DST must not exist; it is removed again (untimed) before returning.
+pub fn copy_tree(src: &Path, dst: &Path, reflink: bool) -> Result<Duration> {
+    let mut cp = Command::new("cp");
+    cp.arg("-a").arg(if reflink {
+        "--reflink=always"
+    } else {
+        "--reflink=never"
+    });
+    cp.arg(src).arg(dst);
+    let mut sync = Command::new("sync");
+    sync.arg("-f").arg(dst);
+    let t = Instant::now();
+    run_ok(&mut cp, "cp -a")?;
+    run_ok(&mut sync, "sync -f")?;
+    let el = t.elapsed();
+    std::fs::remove_dir_all(dst).with_context(|| format!("removing {}", dst.display()))?;
+    if let Some(parent) = dst.parent() {
+        run_ok(Command::new("sync").arg("-f").arg(parent), "sync -f")?;
+    }
+    Ok(el)
+}
+
+/// Whether an executable named `cmd` is on `$PATH`.
+pub fn on_path(cmd: &str) -> bool {
+    use std::os::unix::fs::PermissionsExt;
+    std::env::var_os("PATH").is_some_and(|path| {
+        std::env::split_paths(&path).any(|dir| {
+            std::fs::metadata(dir.join(cmd))
+                .is_ok_and(|m| m.is_file() && m.permissions().mode() & 0o111 != 0)
+        })
+    })
 }

@@ -6,6 +6,7 @@ mod daemon;
 mod floor;
 mod report;
 mod stats;
+mod storage;
 
 use std::path::PathBuf;
 use std::time::{Duration, Instant};
@@ -14,7 +15,8 @@ use anyhow::{Context, Result};
 use clap::Parser;
 
 use crate::client::Api;
-use crate::stats::Figure;
+use crate::daemon::Daemon;
+use crate::stats::{Figure, Scaling};
 
 #[derive(Parser)]
 #[command(about = "Benchmark Wisp against the namespace floor")]
@@ -35,7 +37,35 @@ struct Args {
     /// Where to write results.json and report.md.
     #[arg(long, default_value = "bench/out")]
     out: PathBuf,
+    /// Which figures to measure.
+    #[arg(long, value_enum, default_value_t = Suite::All)]
+    suite: Suite,
+    /// Runs per storage figure (each writes and syncs copies of the big sprite's data).
+    #[arg(long, default_value_t = 10)]
+    storage_runs: usize,
+    /// MiB written into the small storage sprite.
+    #[arg(long, default_value_t = 10)]
+    storage_small_mb: u64,
+    /// MiB written into the big storage sprite (at most 4096: the pool is 16 GiB).
+    #[arg(long, default_value_t = 2048)]
+    storage_big_mb: u64,
+    /// Files each storage sprite's data is spread over.
+    #[arg(long, default_value_t = 1000)]
+    storage_files: u64,
 }
+
+#[derive(Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+enum Suite {
+    All,
+    /// Create, exec and wake.
+    Core,
+    /// Checkpoint, restore and fork against copies.
+    Storage,
+}
+
+/// The bench's wispd: a pool for the big storage sprite, its copies and its checkpoints'
+/// metadata, and a sprite quota it fits in.
+const WISPD_ARGS: [&str; 4] = ["--pool-size-gb", "16", "--default-disk-mb", "8192"];
 
 fn timed<T>(f: impl FnOnce() -> Result<T>) -> Result<Duration> {
     let t = Instant::now();
@@ -46,17 +76,66 @@ fn timed<T>(f: impl FnOnce() -> Result<T>) -> Result<Duration> {
 #[tokio::main(flavor = "current_thread")]
 async fn main() -> Result<()> {
     let args = Args::parse();
-    let runs = args.runs.max(1);
-    let daemon = daemon::Daemon::start(&args.wispd, &args.image_dir, &[])?;
+    anyhow::ensure!(
+        args.storage_big_mb <= 4096 && args.storage_small_mb <= args.storage_big_mb,
+        "--storage-big-mb must be at most 4096 and at least --storage-small-mb"
+    );
+    anyhow::ensure!(args.storage_files > 0, "--storage-files must be positive");
+    let extra: Vec<String> = WISPD_ARGS.iter().map(|a| a.to_string()).collect();
+    let daemon = Daemon::start(&args.wispd, &args.image_dir, &extra)?;
     let api = Api::new(&daemon.base_url, &daemon.token);
+    let mut figures = Vec::new();
+    let mut scaling = Vec::new();
+    let measured = measure(&args, &daemon, &api, &mut figures, &mut scaling).await;
+    // Sprites outlive wispd: delete them all before it stops (dropping the daemon then
+    // unmounts the pool and removes the data dir), also after a failure.
+    let cleaned = api
+        .delete_all()
+        .await
+        .context("deleting the bench's sprites");
+    drop(daemon);
+    measured?;
+    cleaned?;
+
+    report::print_table(&figures);
+    report::print_scaling(&scaling);
+    report::write(&args.out, &figures, &scaling)?;
+    Ok(())
+}
+
+async fn measure(
+    args: &Args,
+    daemon: &Daemon,
+    api: &Api,
+    figures: &mut Vec<Figure>,
+    scaling: &mut Vec<Scaling>,
+) -> Result<()> {
+    if args.suite != Suite::Storage {
+        core(args, api, figures).await?;
+    }
+    if args.suite != Suite::Core {
+        let opts = storage::Options {
+            runs: args.storage_runs,
+            small_mb: args.storage_small_mb,
+            big_mb: args.storage_big_mb,
+            files: args.storage_files,
+        };
+        let (f, s) = storage::run(api, daemon, &opts).await?;
+        figures.extend(f);
+        scaling.extend(s);
+    }
+    Ok(())
+}
+
+/// Create, exec and wake, next to the namespace floor.
+async fn core(args: &Args, api: &Api, figures: &mut Vec<Figure>) -> Result<()> {
+    let runs = args.runs.max(1);
     let lower = args.image_dir.join("debian-bookworm/rootfs");
 
     // Warm-up: the first create may build the image.
     eprintln!("warming up (builds the base image if needed)...");
     api.create("bench-warm").await.context("first create")?;
     api.exec_ws("bench-warm", &["true"]).await?;
-
-    let mut figures = Vec::new();
 
     eprintln!("create -> first exec done, {runs} runs...");
     let mut create = Vec::with_capacity(runs);
@@ -128,7 +207,5 @@ async fn main() -> Result<()> {
     figures.extend([ws_fig, http_fig, nsenter, warm_fig, cold_fig]);
     api.delete("bench-warm").await?;
 
-    report::print_table(&figures);
-    report::write(&args.out, &figures)?;
     Ok(())
 }

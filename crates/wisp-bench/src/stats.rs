@@ -15,8 +15,42 @@ pub struct Figure {
     /// Name of the figure this one is compared with, and median / that median.
     pub vs: Option<String>,
     pub ratio: Option<f64>,
+    /// Further comparisons (e.g. the same operation on a smaller sprite).
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub also: Vec<Comparison>,
     /// Why it could not be measured, if it was skipped.
     pub skipped: Option<String>,
+}
+
+/// This figure's median / the median of the figure named `vs`.
+#[derive(Debug, Clone, Serialize)]
+pub struct Comparison {
+    pub vs: String,
+    pub ratio: f64,
+}
+
+/// How an operation's median grows with the data: `big` / `small` (flat is 1).
+#[derive(Debug, Clone, Serialize)]
+pub struct Scaling {
+    pub operation: String,
+    pub small: String,
+    pub big: String,
+    pub small_ms: f64,
+    pub big_ms: f64,
+    pub ratio: f64,
+}
+
+impl Scaling {
+    pub fn new(operation: &str, small: (&str, &Figure), big: (&str, &Figure)) -> Scaling {
+        Scaling {
+            operation: operation.to_string(),
+            small: small.0.to_string(),
+            big: big.0.to_string(),
+            small_ms: small.1.median_ms,
+            big_ms: big.1.median_ms,
+            ratio: big.1.median_ms / small.1.median_ms,
+        }
+    }
 }
 
 /// The q-quantile (0..=1) of sorted samples, nearest-rank.
@@ -40,6 +74,7 @@ impl Figure {
             min_ms: ms.first().copied().unwrap_or(f64::NAN),
             vs: None,
             ratio: None,
+            also: Vec::new(),
             skipped: None,
         }
     }
@@ -53,6 +88,7 @@ impl Figure {
             min_ms: f64::NAN,
             vs: None,
             ratio: None,
+            also: Vec::new(),
             skipped: Some(why),
         }
     }
@@ -62,6 +98,16 @@ impl Figure {
         if other.median_ms.is_finite() && other.median_ms > 0.0 && self.median_ms.is_finite() {
             self.vs = Some(other.name.clone());
             self.ratio = Some(self.median_ms / other.median_ms);
+        }
+    }
+
+    /// Records one more comparison, after the main one.
+    pub fn compare_also(&mut self, other: &Figure) {
+        if other.median_ms.is_finite() && other.median_ms > 0.0 && self.median_ms.is_finite() {
+            self.also.push(Comparison {
+                vs: other.name.clone(),
+                ratio: self.median_ms / other.median_ms,
+            });
         }
     }
 }
@@ -85,5 +131,10 @@ mod tests {
         let mut b = Figure::from_samples("b", &[Duration::from_millis(30)]);
         b.compare(&a);
         assert_eq!(b.ratio, Some(3.0));
+        b.compare_also(&Figure::from_samples("c", &[Duration::from_millis(60)]));
+        assert_eq!(b.also.len(), 1);
+        assert_eq!((b.also[0].vs.as_str(), b.also[0].ratio), ("c", 0.5));
+        let s = Scaling::new("op", ("10 MiB", &a), ("2 GiB", &b));
+        assert_eq!((s.small_ms, s.big_ms, s.ratio), (10.0, 30.0, 3.0));
     }
 }

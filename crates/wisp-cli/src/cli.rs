@@ -55,6 +55,13 @@ pub enum Command {
     Use(UseArgs),
     /// Save the API URL and/or token to the config file
     Login,
+    /// API tokens of an organization: create, list, revoke; attenuate narrows the current
+    /// token offline (one sprite or prefix, some operations, an expiry)
+    #[command(subcommand, visible_alias = "tokens")]
+    Token(crate::cmd::token::TokenCommand),
+    /// Organizations: create (admin), list, limits (admin)
+    #[command(subcommand, visible_alias = "orgs")]
+    Org(crate::cmd::org::OrgCommand),
     /// Checkpoints of a sprite's files: create, list, info, delete, restore
     #[command(subcommand, visible_alias = "checkpoints")]
     Checkpoint(CheckpointCommand),

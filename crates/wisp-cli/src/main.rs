@@ -64,6 +64,8 @@ async fn run(cli: Cli) -> i32 {
         Command::Attach(a) => cmd::sessions::attach(&ctx, a).await,
         Command::Use(a) => cmd::use_sprite::run(&ctx, a).await,
         Command::Login => cmd::login::run(&ctx).await,
+        Command::Token(c) => cmd::token::run(&ctx, c).await,
+        Command::Org(c) => cmd::org::run(&ctx, c).await,
         Command::Checkpoint(c) => cmd::checkpoint::run(&ctx, c).await,
         Command::Restore(a) => cmd::restore::run(&ctx, a).await,
         Command::Fork(a) => cmd::fork::run(&ctx, a).await,

@@ -10,12 +10,14 @@ pub mod fork;
 pub mod info;
 pub mod list;
 pub mod login;
+pub mod org;
 pub mod policy;
 pub mod proxy;
 pub mod restore;
 pub mod services;
 pub mod sessions;
 pub mod sleep;
+pub mod token;
 pub mod url;
 pub mod use_sprite;
 

@@ -305,7 +305,11 @@ mod tests {
         };
         assert!(e.tty);
         assert_eq!(e.cmd, vec!["bash", "-c", "x -s y"]);
-        assert!(Cli::try_parse_from(["wisp", "exec"]).is_err());
+        // Without a command, exec lists the sessions.
+        let Command::Exec(e) = parse(&["wisp", "exec"]).command else {
+            panic!("not exec")
+        };
+        assert!(e.cmd.is_empty());
         assert!(Cli::try_parse_from(["wisp", "exec", "--env", "bad", "ls"]).is_err());
     }
 

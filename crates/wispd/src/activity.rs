@@ -2,8 +2,8 @@
 //!
 //! Kept in wispd's memory only: after a restart every sprite starts with a fresh idle period.
 //! A sprite is *active* while an operation that needs it running is in flight (an exec or
-//! attach connection, an HTTP exec response, a kill), while a keep-awake hold is live (a task
-//! of the in-sprite API), or while its last activity (the start or end of such an operation,
+//! attach connection, an HTTP exec response, a kill), while a keep-awake task of the in-sprite
+//! API is live, or while its last activity (the start or end of such an operation,
 //! output forwarded to a client, or output of any of its sessions, attached or not) is younger
 //! than the idle timeout. A detached session that stays silent does not keep it awake
 //! (Sprites API §6.1).
@@ -40,8 +40,6 @@ struct Entry {
     last_ms: AtomicU64,
     /// When the idle timer first saw the sprite warm (cleared when it sees it running).
     warm_since: Mutex<Option<Instant>>,
-    /// Keep-awake holds by name, each live until its deadline.
-    holds: Mutex<HashMap<String, Instant>>,
 }
 
 impl Entry {
@@ -103,53 +101,17 @@ impl Activity {
         self.entry(id).in_flight.load(Ordering::SeqCst)
     }
 
-    // Used by the in-sprite API's tasks (keep-awake holds) once they are wired in.
-    #[allow(dead_code)]
-    /// Keeps the sprite awake until `until` under `name` (replacing an older hold of that
-    /// name); the end of the hold counts as activity.
-    pub fn hold(&self, id: &str, name: &str, until: Instant) {
-        let e = self.entry(id);
-        e.holds
-            .lock()
-            .unwrap_or_else(|e| e.into_inner())
-            .insert(name.to_string(), until);
-    }
-
-    #[allow(dead_code)]
-    /// Ends a hold early.
-    pub fn release(&self, id: &str, name: &str) {
-        let e = self.entry(id);
-        e.holds
-            .lock()
-            .unwrap_or_else(|e| e.into_inner())
-            .remove(name);
-        e.touch(self.now_ms());
-    }
-
-    /// Whether a hold keeps the sprite awake now (expired holds are dropped, and their end
-    /// counts as activity).
-    fn held(&self, e: &Entry) -> bool {
-        let now = Instant::now();
-        let mut holds = e.holds.lock().unwrap_or_else(|e| e.into_inner());
-        let before = holds.len();
-        holds.retain(|_, until| *until > now);
-        if holds.len() < before {
-            e.touch(self.now_ms());
-        }
-        !holds.is_empty()
-    }
-
     /// Records output that a session produced `age` ago.
     fn touch_ago(&self, id: &str, age: Duration) {
         let at = self.now_ms().saturating_sub(age.as_millis() as u64);
         self.entry(id).touch(at);
     }
 
-    /// How long the sprite has had nothing in flight, no hold and no activity; zero while
-    /// something is in flight or held.
+    /// How long the sprite has had nothing in flight, no live task and no activity; zero
+    /// while something is in flight or a task is live.
     pub fn idle_for(&self, id: &str) -> Duration {
         let e = self.entry(id);
-        if e.in_flight.load(Ordering::SeqCst) > 0 || self.held(&e) {
+        if e.in_flight.load(Ordering::SeqCst) > 0 || crate::insprite::has_live_task(id) {
             return Duration::ZERO;
         }
         let last = e.last_ms.load(Ordering::Relaxed);
@@ -403,25 +365,6 @@ mod tests {
             ["warm-old", "warm-new", "run-old"]
         );
         assert!(eviction_order(usage, 300 << 20, 400 << 20).is_empty());
-    }
-
-    #[test]
-    fn holds_keep_awake_until_they_expire() {
-        let a = Activity::default();
-        std::thread::sleep(Duration::from_millis(20));
-        assert!(a.idle_for("s") >= Duration::from_millis(20));
-        a.hold("s", "build", Instant::now() + Duration::from_millis(40));
-        assert_eq!(a.idle_for("s"), Duration::ZERO);
-        std::thread::sleep(Duration::from_millis(60));
-        // Expired: idle again, counted from the end of the hold.
-        let idle = a.idle_for("s");
-        assert!(idle < Duration::from_millis(30), "{idle:?}");
-        a.hold("s", "x", Instant::now() + Duration::from_secs(60));
-        assert_eq!(a.idle_for("s"), Duration::ZERO);
-        a.release("s", "x");
-        assert!(a.idle_for("s") < Duration::from_millis(30));
-        // Output seen 5 s ago counts as activity 5 s ago.
-        a.touch_ago("t", Duration::from_secs(5));
     }
 
     #[test]

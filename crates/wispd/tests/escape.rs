@@ -55,7 +55,8 @@ async fn root_in_a_sprite_cannot_get_out() {
     };
 
     // Each attack prints FAILED-AS-EXPECTED only if the attempt failed.
-    let refused = |cmd: &str| format!("if {cmd} >/dev/null 2>&1; then echo ESCAPED; else echo REFUSED; fi");
+    let refused =
+        |cmd: &str| format!("if {cmd} >/dev/null 2>&1; then echo ESCAPED; else echo REFUSED; fi");
     for (what, cmd) in [
         ("mount tmpfs", "mount -t tmpfs t /mnt"),
         ("mount the host disk", "mount /dev/vda /mnt || mount /dev/sda /mnt"),
@@ -96,7 +97,11 @@ async fn root_in_a_sprite_cannot_get_out() {
             ("pivot_root", 155, ", b\"/\", b\"/\""),
         ] {
             let (_, out) = root(&d, "evil", &syscall(nr, args)).await;
-            assert_eq!(out.trim(), "-1 1", "{what} was not refused with EPERM: {out}");
+            assert_eq!(
+                out.trim(),
+                "-1 1",
+                "{what} was not refused with EPERM: {out}"
+            );
         }
     }
 
@@ -128,7 +133,10 @@ async fn root_in_a_sprite_cannot_get_out() {
     )
     .await;
     assert_eq!(code, Some(0), "{out}");
-    assert!(out.contains("rc=137") || out.contains("MemoryError"), "memory bomb: {out}");
+    assert!(
+        out.contains("rc=137") || out.contains("MemoryError"),
+        "memory bomb: {out}"
+    );
     let (_, out) = root(
         &d,
         "evil",

@@ -157,8 +157,6 @@ pub fn sprite_destroyed(sprite_id: &str) {
 
 /// Whether a keep-awake task of the sprite is live: while one is, the idle timer must not put
 /// the sprite to sleep (§3.12: "while any task is live the sprite does not pause").
-// For the idle timer (`activity.rs`), which calls it once it knows about tasks.
-#[allow(dead_code)]
 pub fn has_live_task(sprite_id: &str) -> bool {
     INSTANCE
         .get()

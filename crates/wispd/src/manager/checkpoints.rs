@@ -227,6 +227,12 @@ impl SpriteManager {
             this.store.touch_started(&id, &timefmt::now())?;
             this.after_start(&id).await;
             progress.info("Container components started successfully");
+            let pool = this.pool.clone();
+            tokio::task::spawn_blocking(move || {
+                if let Err(e) = pool.collect_garbage() {
+                    tracing::warn!("freeing replaced layers: {e}");
+                }
+            });
             this.prune_auto(&id).await;
             tracing::info!(sprite_id = %id, checkpoint = %target, "restored");
             Ok(())

@@ -1155,6 +1155,16 @@ async fn running_limit_and_create_rate() {
     );
     let r = call(&d, &t, Method::POST, "/v1/sprites/l1/exec?cmd=true", None).await;
     assert_limit(&r, "concurrent_sprite_limit_exceeded", 1);
+    // A restore starts the sprite: the same.
+    let r = call(
+        &d,
+        &t,
+        Method::POST,
+        "/v1/sprites/l1/checkpoints/v0/restore",
+        None,
+    )
+    .await;
+    assert_limit(&r, "concurrent_sprite_limit_exceeded", 1);
     // Reading it does not wake it: fine.
     let r = get(&d, &t, "/v1/sprites/l1").await;
     assert_eq!(

@@ -13,7 +13,8 @@ use wisp_api::attenuation::Op;
 
 /// Sub-resources of a sprite whose every route runs something in it.
 const EXEC_SUBRESOURCES: &[&str] = &["exec", "control", "proxy", "ports"];
-/// Sub-resources whose handlers wake the sprite (start it when cold).
+/// Sub-resources whose handlers wake the sprite (start it when cold). A restore starts the
+/// sprite too (its template ends in `/restore`).
 const WAKING_SUBRESOURCES: &[&str] = &["exec", "control", "proxy", "ports", "fs", "services"];
 
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -74,7 +75,7 @@ pub fn classify<'a>(method: &Method, template: &str, path: &'a str) -> Access<'a
     Access::Sprite {
         name,
         op,
-        wakes: WAKING_SUBRESOURCES.contains(&sub),
+        wakes: WAKING_SUBRESOURCES.contains(&sub) || rest.ends_with("/restore"),
     }
 }
 
@@ -189,7 +190,7 @@ mod tests {
                 M::POST,
                 "/v1/sprites/{name}/checkpoints/{id}/restore",
                 Op::Write,
-                false,
+                true,
             ),
             (M::POST, "/v1/sprites/{name}/sleep", Op::Write, false),
             (M::GET, "/v1/sprites/{name}/policy/network", Op::Read, false),

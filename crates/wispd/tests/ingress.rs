@@ -735,3 +735,48 @@ async fn measure_ingress_overhead() {
     }
     d.delete("bench").await;
 }
+
+/// The service that owns `http_port` gets the URL's traffic, and a request to a cold sprite
+/// starts it (the service comes up with the sprite) and waits for it to listen.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn service_http_port_and_cold_wake() {
+    let d = TestDaemon::start_real();
+    d.create("svc").await;
+    set_auth(&d, "svc", "public").await;
+    d.sh(
+        "svc",
+        &format!("cat > /tmp/app.py <<'PYEOF'\n{APP}\nPYEOF\n"),
+    )
+    .await;
+    let res = d
+        .client()
+        .put(d.url("/v1/sprites/svc/services/web?duration=0s"))
+        .header("authorization", d.bearer())
+        .json(&json!({"cmd": "python3", "args": ["/tmp/app.py", "8081"], "http_port": 8081}))
+        .send()
+        .await
+        .unwrap();
+    let (s, body) = text(res).await;
+    assert_eq!(s, StatusCode::OK, "{body}");
+
+    let (s, body) = get(&d, "svc", "/first", false).await;
+    assert_eq!(
+        (s, body.as_str()),
+        (StatusCode::OK, "hello from svc /first")
+    );
+
+    let (s, _) = d
+        .call(Method::POST, "/v1/sprites/svc/sleep?mode=cold", None)
+        .await;
+    assert_eq!(s, StatusCode::NO_CONTENT);
+    assert_eq!(d.get_json("/v1/sprites/svc").await.1["status"], "cold");
+    let (s, body) = get(&d, "svc", "/after-cold", false).await;
+    assert_eq!(
+        (s, body.as_str()),
+        (StatusCode::OK, "hello from svc /after-cold"),
+        "{}",
+        d.log()
+    );
+    assert_eq!(d.get_json("/v1/sprites/svc").await.1["status"], "running");
+    d.delete("svc").await;
+}

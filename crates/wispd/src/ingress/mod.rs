@@ -1,5 +1,5 @@
 //! Sprite URLs (§3.10): `http://<name>.<url-base host>[:any port]/...` reaches the HTTP app
-//! inside sprite `name` (port 8080, see [`target_port`]).
+//! inside sprite `name` (port 8080, or the `http_port` of its service: [`target_port`]).
 //!
 //! * **Where.** A Host-dispatching layer in front of the API router: on the API listener,
 //!   requests whose Host is a sprite's are proxied and everything else is the API. The
@@ -74,6 +74,8 @@ struct Lease {
     _guard: ActivityGuard,
     warming_at: Option<String>,
     netns: std::path::PathBuf,
+    /// [`target_port`] when the lease was taken.
+    port: u16,
     last_used: Instant,
 }
 
@@ -266,11 +268,30 @@ async fn dispatch(State(d): State<Dispatch>, req: Request, next: Next) -> Respon
     }
 }
 
-/// The port inside the sprite that its URL reaches (§3.10): [`DEFAULT_HTTP_PORT`]. When
-/// services (§3.8) land, the port of the service that owns `http_port` goes here.
-fn target_port(_store: &Store, _sprite: &SpriteRow) -> u16 {
-    DEFAULT_HTTP_PORT
+/// The port inside the sprite that its URL reaches (§3.10): that of the service that owns
+/// `http_port` (at most one does), else [`DEFAULT_HTTP_PORT`]. Services start with the
+/// sprite and are restarted by its keeper; one stopped on purpose is not started for a
+/// request (the request gets a 502 saying nothing listens). The flag says whether a
+/// service that should be running owns the port (then a request may wait for it to listen).
+fn target_port(store: &Store, sprite: &SpriteRow) -> (u16, bool) {
+    match store.services(&sprite.id) {
+        Ok(services) => services
+            .iter()
+            .find_map(|s| {
+                let port = u16::try_from(s.http_port?).ok().filter(|p| *p != 0)?;
+                Some((port, !s.stopped))
+            })
+            .unwrap_or((DEFAULT_HTTP_PORT, false)),
+        Err(e) => {
+            tracing::warn!(sprite_id = %sprite.id, "reading services: {e}");
+            (DEFAULT_HTTP_PORT, false)
+        }
+    }
 }
+
+/// How long a request waits for the `http_port` service to listen (it may just have been
+/// started by the wake).
+const SERVICE_LISTEN_WAIT: Duration = Duration::from_secs(10);
 
 impl Ingress {
     async fn serve(&self, name: String, req: Request, https: bool) -> Response {
@@ -405,14 +426,21 @@ impl Ingress {
     ) -> Response {
         let manager = &self.inner.manager;
         let activity = manager.activity().begin(&row.id);
-        if !self.use_lease(&row) {
-            if let Err(e) = manager.wake(&row).await {
-                return api_error(html, e.into());
+        let port = match self.use_lease(&row) {
+            Some(port) => port,
+            None => {
+                if let Err(e) = manager.wake(&row).await {
+                    return api_error(html, e.into());
+                }
+                let (port, service) = target_port(&self.inner.store, &row);
+                if service {
+                    self.wait_listening(&row, port).await;
+                }
+                self.take_lease(&row, port).await;
+                self.touch_db(&row.id);
+                port
             }
-            self.take_lease(&row).await;
-            self.touch_db(&row.id);
-        }
-        let port = target_port(&self.inner.store, &row);
+        };
         let upgrade = wants_upgrade(req.headers());
         let downstream = upgrade.then(|| hyper::upgrade::on(&mut req));
         let host = request_host(&req).unwrap_or_default();
@@ -466,8 +494,8 @@ impl Ingress {
         )
     }
 
-    /// Whether a live lease lets this request skip the wake (and renews it).
-    fn use_lease(&self, row: &SpriteRow) -> bool {
+    /// The target port if a live lease lets this request skip the wake (and renews it).
+    fn use_lease(&self, row: &SpriteRow) -> Option<u16> {
         let mut leases = self.inner.leases.lock().unwrap_or_else(|e| e.into_inner());
         match leases.get_mut(&row.id) {
             Some(l)
@@ -476,18 +504,18 @@ impl Ingress {
                     && std::fs::read_link(&l.netns).is_ok() =>
             {
                 l.last_used = Instant::now();
-                true
+                Some(l.port)
             }
             Some(_) => {
                 leases.remove(&row.id);
-                false
+                None
             }
-            None => false,
+            None => None,
         }
     }
 
     /// Records a wake that just succeeded as a lease.
-    async fn take_lease(&self, row: &SpriteRow) {
+    async fn take_lease(&self, row: &SpriteRow, port: u16) {
         let manager = &self.inner.manager;
         let Ok(netns) = manager.runtime().netns_path(&row.id).await else {
             return;
@@ -496,6 +524,7 @@ impl Ingress {
             _guard: manager.activity().begin(&row.id),
             warming_at: row.last_warming_at.clone(),
             netns,
+            port,
             last_used: Instant::now(),
         };
         let old = self
@@ -505,6 +534,21 @@ impl Ingress {
             .unwrap_or_else(|e| e.into_inner())
             .insert(row.id.clone(), lease);
         drop(old);
+    }
+
+    /// Waits (at most [`SERVICE_LISTEN_WAIT`]) until something accepts on `port` in the
+    /// sprite: a service started by the wake takes a moment to listen.
+    async fn wait_listening(&self, row: &SpriteRow, port: u16) {
+        let runtime = self.inner.manager.runtime();
+        let deadline = Instant::now() + SERVICE_LISTEN_WAIT;
+        loop {
+            match connect_sprite(runtime, &row.id, &connect::localhost(port)).await {
+                Err(e) if e.is_refused() && Instant::now() < deadline => {
+                    tokio::time::sleep(Duration::from_millis(50)).await
+                }
+                _ => return,
+            }
+        }
     }
 
     /// `last_active_at` for the sprite object, without a database write per request.

@@ -319,6 +319,27 @@ else:
 print("rcode", r[3] & 15, "answers", struct.unpack(">H", r[6:8])[0])
 "#;
 
+/// `sudo python3 -c SPOOF SRC DST PORT TEXT`: one UDP datagram with a forged source address.
+const SPOOF: &str = r#"
+import socket, struct, sys
+src, dst, port, msg = sys.argv[1], sys.argv[2], int(sys.argv[3]), sys.argv[4].encode()
+s = socket.socket(socket.AF_INET, socket.SOCK_RAW, socket.IPPROTO_RAW)
+udp = struct.pack(">HHHH", 40000, port, 8 + len(msg), 0) + msg
+hdr = struct.pack(">BBHHHBBH4s4s", 0x45, 0, 20 + len(udp), 1, 0, 64, 17, 0,
+                  socket.inet_aton(src), socket.inet_aton(dst))
+s.sendto(hdr + udp, (dst, 0))
+"#;
+
+/// `python3 -c UDP_LOG PORT`: prints every datagram received on PORT.
+const UDP_LOG: &str = r#"
+import socket, sys
+s = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+s.bind(("0.0.0.0", int(sys.argv[1])))
+while True:
+    data, peer = s.recvfrom(2048)
+    print(data.decode(errors="replace"), peer[0], flush=True)
+"#;
+
 async fn probe(d: &TestDaemon, sprite: &str, host: &str, port: u16, timeout: f64) -> String {
     let e = d
         .exec(
@@ -504,6 +525,46 @@ async fn isolation_and_nat() {
             .await
             .is_err(),
         "the host accepted a connection from a sprite"
+    );
+
+    // Forged source addresses (root in a sprite has raw sockets) never leave the host.
+    let mut log = Command::new("ip")
+        .args(["netns", "exec", &net.ns, "python3", "-c", UDP_LOG, "9999"])
+        .stdin(Stdio::null())
+        .stdout(Stdio::piped())
+        .spawn()
+        .unwrap();
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    for (src, text) in [
+        (a_ip.as_str(), "real"),
+        ("203.0.113.7", "forged"),
+        (b_ip.as_str(), "other"),
+    ] {
+        let e = d
+            .exec(
+                "net-a",
+                &[
+                    "sudo",
+                    "python3",
+                    "-c",
+                    SPOOF,
+                    src,
+                    &net.addr(1),
+                    "9999",
+                    text,
+                ],
+            )
+            .await;
+        assert_eq!(e.code, Some(0), "{e:?}");
+    }
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    let _ = log.kill();
+    let out = log.wait_with_output().unwrap();
+    let got = String::from_utf8_lossy(&out.stdout).into_owned();
+    assert_eq!(
+        got,
+        format!("real {}\n", net.host_side()),
+        "datagrams seen outside"
     );
 
     // Private ranges: rejected at once, even where a route exists.

@@ -13,6 +13,9 @@
 //! Rules shared by all sprites match the host end names `wv*` of every wispd (sprite-to-
 //! sprite and sprite-to-host traffic is blocked whoever's sprites they are); per-slot parts
 //! (a chain and two allow sets) exist only in the table of the wispd that owns the slot.
+//! Packets from a sprite whose source address does not route back through its own veth
+//! (forged with a raw socket: root in a sprite keeps CAP_NET_RAW) are dropped first, so no
+//! sprite can pass for another or send spoofed traffic out.
 
 use std::io;
 use std::path::Path;
@@ -108,6 +111,7 @@ pub fn full_ruleset(table: &str, comment: &str, subnet: &Subnet, slots: &[SlotIn
          \t\tiifname {w} jump sprite_out\n\
          \t}}\n\
          \tchain sprite_out {{\n\
+         \t\tfib saddr . iif oif missing drop\n\
          \t\tct state established,related accept\n\
          \t\tip daddr {{ {v4} }} reject with icmpx admin-prohibited\n\
          \t\tip6 daddr {{ {v6} }} reject with icmpx admin-prohibited\n\
@@ -118,6 +122,7 @@ pub fn full_ruleset(table: &str, comment: &str, subnet: &Subnet, slots: &[SlotIn
          \t\tiifname {w} jump sprite_in\n\
          \t}}\n\
          \tchain sprite_in {{\n\
+         \t\tfib saddr . iif oif missing drop\n\
          \t\tct state established,related accept\n\
          \t\tmeta l4proto {{ tcp, udp }} th dport 53 fib daddr . iif type local accept\n\
          \t\ticmp type echo-request fib daddr . iif type local accept\n\

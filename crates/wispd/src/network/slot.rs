@@ -8,9 +8,11 @@
 //!
 //! Everything is done in-process with netlink from a short-lived thread that unshares its own
 //! network namespace (a thread's namespace is its own, so the rest of wispd is unaffected;
-//! the thread is never returned to a pool). Measured on the project VM (2 vCPUs): 1.2–2 ms
-//! per slot this way against ~12 ms for the same steps as two `ip -batch` runs
-//! (primitives.md §6), because no process is spawned.
+//! the thread is never returned to a pool). Measured on the project VM (2 vCPUs, busy with
+//! other builds at the time): median 2.2 ms (min 1.6) per slot this way against a median of
+//! ~19 ms for the same steps as `ip netns add` plus two `ip -batch` runs at the same load
+//! (12 ms on an idle machine, primitives.md §6): no process is spawned. The per-slot nftables
+//! parts (one `nft` run, ~5 ms) come on top, in the background pool filler.
 //!
 //! The host interface name is the claim: slot numbers are shared by every wispd on the host
 //! (each has its own data dir and nftables table), and creating `wv<N>` fails with `EEXIST`

@@ -76,13 +76,13 @@ pub enum Command {
     Services(crate::cmd::services::ServicesCommand),
     /// Copy files between this machine and a sprite (`:PATH` or `NAME:PATH` is in a sprite)
     Cp(CpArgs),
-    /// A sprite's egress (network) policy: get, set FILE, allow DOMAIN, deny DOMAIN
-    #[command(subcommand)]
-    Policy(PolicyCommand),
     /// Show a sprite's URL; --public or --private sets who may use it
     Url(UrlArgs),
     /// Forward a local port to a port inside a sprite: [LOCAL:]REMOTE (127.0.0.1:LOCAL)
     Proxy(ProxyArgs),
+    /// A sprite's egress (network) policy: get, set FILE, allow DOMAIN, deny DOMAIN
+    #[command(subcommand)]
+    Policy(PolicyCommand),
 }
 
 #[derive(Debug, Args)]

@@ -71,9 +71,9 @@ async fn run(cli: Cli) -> i32 {
         Command::Fork(a) => cmd::fork::run(&ctx, a).await,
         Command::Services(c) => cmd::services::run(&ctx, c).await,
         Command::Cp(a) => cmd::cp::run(&ctx, a).await,
-        Command::Policy(c) => cmd::policy::run(&ctx, c).await,
         Command::Url(a) => cmd::url::run(&ctx, a).await,
         Command::Proxy(a) => cmd::proxy::run(&ctx, a).await,
+        Command::Policy(c) => cmd::policy::run(&ctx, c).await,
     };
     match result {
         Ok(code) => code,

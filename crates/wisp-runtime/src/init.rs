@@ -610,8 +610,7 @@ fn spawn(spec: &SpawnSpec) -> Result<(i32, bool, Vec<OwnedFd>), SpawnError> {
         .unwrap_or("/usr/local/bin:/usr/bin:/bin");
     let candidates = resolve_candidates(&spec.path, path_var);
     // Compiled once, in init, so that the child only installs it.
-    let filters = crate::seccomp::programs()
-        .map_err(|e| SpawnError::failed(e.to_string()))?;
+    let filters = crate::seccomp::programs().map_err(|e| SpawnError::failed(e.to_string()))?;
     match sctx("fork", fork_single_threaded())? {
         Forked::Child => {
             let code = exec_child(spec, &user, child_io, &argv, &env, &candidates, filters);
@@ -682,7 +681,10 @@ fn exec_child(
     // While still privileged: without CAP_SYS_ADMIN the kernel would demand no_new_privs,
     // which would break sudo.
     if let Err(e) = crate::seccomp::install(filters) {
-        let _ = writeln!(std::io::stderr(), "wisp: cannot install the seccomp filter: {e}");
+        let _ = writeln!(
+            std::io::stderr(),
+            "wisp: cannot install the seccomp filter: {e}"
+        );
         return 126;
     }
     let groups: Vec<Gid> = user.groups.iter().map(|g| Gid::from_raw(*g)).collect();

@@ -424,7 +424,10 @@ mod tests {
         let bytes = encode_json(Kind::Event, &ev);
         let f = read_frame(&mut io::Cursor::new(bytes)).unwrap().unwrap();
         assert_eq!(f.kind, Kind::Event);
-        assert_eq!(serde_json::from_slice::<ServiceEvent>(&f.payload).unwrap(), ev);
+        assert_eq!(
+            serde_json::from_slice::<ServiceEvent>(&f.payload).unwrap(),
+            ev
+        );
         let r: Reply = serde_json::from_str(r#"{"reply":"service_seq","seq":3}"#).unwrap();
         assert_eq!(r, Reply::ServiceSeq { seq: 3 });
     }

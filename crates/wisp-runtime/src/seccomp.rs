@@ -89,10 +89,7 @@ fn err(e: impl std::fmt::Display) -> FilterError {
     FilterError(e.to_string())
 }
 
-fn compile(
-    rules: BTreeMap<i64, Vec<SeccompRule>>,
-    errno: i32,
-) -> Result<BpfProgram, FilterError> {
+fn compile(rules: BTreeMap<i64, Vec<SeccompRule>>, errno: i32) -> Result<BpfProgram, FilterError> {
     let arch = TargetArch::try_from(std::env::consts::ARCH).map_err(err)?;
     let filter = SeccompFilter::new(
         rules,
@@ -101,7 +98,9 @@ fn compile(
         arch,
     )
     .map_err(err)?;
-    filter.try_into().map_err(|e: seccompiler::BackendError| err(e))
+    filter
+        .try_into()
+        .map_err(|e: seccompiler::BackendError| err(e))
 }
 
 /// Two programs: the deny list (EPERM), and `clone3` → ENOSYS (its flags are passed in

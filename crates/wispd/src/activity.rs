@@ -332,7 +332,7 @@ pub async fn run_idle_timer(manager: Arc<SpriteManager>, policy: IdlePolicy) {
             .flatten()
             .collect();
         if let Some(budget) = policy.memory_budget {
-            if n % MEMORY_EVERY == 0 {
+            if n.is_multiple_of(MEMORY_EVERY) {
                 enforce_memory_budget(&manager, &rows, &states, budget).await;
             }
         }

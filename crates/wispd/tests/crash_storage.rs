@@ -34,20 +34,8 @@ async fn fire(d: &TestDaemon, method: Method, path: &str, body: Value) {
 }
 
 async fn ok_ndjson(d: &TestDaemon, path: &str) -> Vec<Value> {
-    let res = d
-        .client()
-        .post(d.url(path))
-        .header("authorization", d.bearer())
-        .json(&json!({}))
-        .send()
-        .await
-        .unwrap();
-    assert_eq!(res.status(), StatusCode::OK, "{path}\n{}", d.log());
-    let text = res.text().await.unwrap();
-    let lines: Vec<Value> = text
-        .lines()
-        .map(|l| serde_json::from_str(l).unwrap())
-        .collect();
+    let (status, lines) = d.ndjson(Method::POST, path, Some(json!({}))).await;
+    assert_eq!(status, StatusCode::OK, "{path}: {lines:?}\n{}", d.log());
     assert_eq!(lines.last().unwrap()["type"], "complete", "{lines:?}");
     lines
 }

@@ -406,7 +406,11 @@ async fn services_from_inside() {
     .await;
     assert_eq!(status, 200, "{last}");
     let (status, one) = api(&d, "ins-svc", "GET", "/v1/services/sleeper", None).await;
-    assert_eq!((status, one["name"].as_str()), (200, Some("sleeper")), "{one}");
+    assert_eq!(
+        (status, one["name"].as_str()),
+        (200, Some("sleeper")),
+        "{one}"
+    );
     // The public API sees the same service.
     let (status, one) = d.get_json("/v1/sprites/ins-svc/services/sleeper").await;
     assert_eq!(status, 200, "{one}");

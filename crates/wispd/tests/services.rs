@@ -11,34 +11,6 @@ use common::{real_options, KeeperCleanup, TestDaemon};
 use reqwest::{Method, StatusCode};
 use serde_json::{json, Value};
 
-/// Sends a request and reads an NDJSON (or JSON error) answer: (status, lines).
-async fn ndjson(
-    d: &TestDaemon,
-    method: Method,
-    path: &str,
-    body: Option<Value>,
-) -> (StatusCode, Vec<Value>) {
-    let mut rb = d
-        .client()
-        .request(method, d.url(path))
-        .header("authorization", d.bearer());
-    if let Some(b) = body {
-        rb = rb.json(&b);
-    }
-    let res = rb
-        .send()
-        .await
-        .unwrap_or_else(|e| panic!("{path}: {e}\n{}", d.log()));
-    let status = res.status();
-    let text = res.text().await.unwrap();
-    let lines = text
-        .lines()
-        .filter(|l| !l.trim().is_empty())
-        .map(|l| serde_json::from_str(l).unwrap_or_else(|e| panic!("{l:?}: {e}")))
-        .collect();
-    (status, lines)
-}
-
 fn svc_path(sprite: &str, svc: &str) -> String {
     format!("/v1/sprites/{sprite}/services/{svc}")
 }
@@ -46,7 +18,7 @@ fn svc_path(sprite: &str, svc: &str) -> String {
 /// PUTs a definition, asserting 200; returns the NDJSON lines.
 async fn put(d: &TestDaemon, sprite: &str, svc: &str, def: Value, duration: &str) -> Vec<Value> {
     let path = format!("{}?duration={duration}", svc_path(sprite, svc));
-    let (status, lines) = ndjson(d, Method::PUT, &path, Some(def)).await;
+    let (status, lines) = d.ndjson(Method::PUT, &path, Some(def)).await;
     assert_eq!(status, StatusCode::OK, "{lines:?}\n{}", d.log());
     assert_complete(&lines, svc);
     lines
@@ -203,7 +175,7 @@ async fn define_list_logs_stop_start_signal_delete() {
 
     // Logs: the buffered lines, the last N, and following.
     let logs = format!("{}/logs", svc_path(sp, "ticker"));
-    let (status, lines) = ndjson(&d, Method::GET, &logs, None).await;
+    let (status, lines) = d.ndjson(Method::GET, &logs, None).await;
     assert_eq!(status, StatusCode::OK);
     assert_complete(&lines, "ticker");
     assert!(data_of(&lines, "stdout").contains(&"hello"), "{lines:?}");
@@ -211,16 +183,14 @@ async fn define_list_logs_stop_start_signal_delete() {
     assert!(types(&lines[..lines.len() - 1])
         .iter()
         .all(|t| *t == "stdout" || *t == "stderr"));
-    let (_, lines) = ndjson(&d, Method::GET, &format!("{logs}?lines=2"), None).await;
+    let (_, lines) = d
+        .ndjson(Method::GET, &format!("{logs}?lines=2"), None)
+        .await;
     assert_eq!(lines.len(), 3, "{lines:?}");
     let t0 = Instant::now();
-    let (_, lines) = ndjson(
-        &d,
-        Method::GET,
-        &format!("{logs}?lines=0&duration=1s"),
-        None,
-    )
-    .await;
+    let (_, lines) = d
+        .ndjson(Method::GET, &format!("{logs}?lines=0&duration=1s"), None)
+        .await;
     assert!(t0.elapsed() >= Duration::from_millis(900));
     assert!(data_of(&lines, "stdout").len() >= 3, "{lines:?}");
     assert!(
@@ -250,13 +220,13 @@ async fn define_list_logs_stop_start_signal_delete() {
     );
 
     // Stop: stopping → stopped (TERM: 143) → complete; sticky; a second stop is 409.
-    let (status, lines) = ndjson(
-        &d,
-        Method::POST,
-        &format!("{}/stop", svc_path(sp, "ticker")),
-        None,
-    )
-    .await;
+    let (status, lines) = d
+        .ndjson(
+            Method::POST,
+            &format!("{}/stop", svc_path(sp, "ticker")),
+            None,
+        )
+        .await;
     assert_eq!(status, StatusCode::OK, "{lines:?}");
     assert_eq!(
         types(&lines),
@@ -294,13 +264,13 @@ async fn define_list_logs_stop_start_signal_delete() {
     );
 
     // Start: a new process.
-    let (status, lines) = ndjson(
-        &d,
-        Method::POST,
-        &format!("{}/start?duration=0.5s", svc_path(sp, "ticker")),
-        None,
-    )
-    .await;
+    let (status, lines) = d
+        .ndjson(
+            Method::POST,
+            &format!("{}/start?duration=0.5s", svc_path(sp, "ticker")),
+            None,
+        )
+        .await;
     assert_eq!(status, StatusCode::OK, "{lines:?}");
     assert_eq!(lines[0]["type"], "started", "{lines:?}");
     assert_complete(&lines, "ticker");
@@ -341,13 +311,13 @@ async fn define_list_logs_stop_start_signal_delete() {
     assert_ne!(pid(&v), second);
 
     // Restart: stop events, then the start's.
-    let (status, lines) = ndjson(
-        &d,
-        Method::POST,
-        &format!("{}/restart?duration=0.5s", svc_path(sp, "ticker")),
-        None,
-    )
-    .await;
+    let (status, lines) = d
+        .ndjson(
+            Method::POST,
+            &format!("{}/restart?duration=0.5s", svc_path(sp, "ticker")),
+            None,
+        )
+        .await;
     assert_eq!(status, StatusCode::OK, "{lines:?}");
     let t = types(&lines);
     assert_eq!(t[..3], ["stopping", "stopped", "started"], "{lines:?}");
@@ -517,13 +487,13 @@ async fn a_crashing_service_restarts_with_growing_backoff() {
     })
     .await;
     assert!(v["state"]["restart_count"].as_u64().unwrap() <= 4, "{v}");
-    let (_, lines) = ndjson(
-        &d,
-        Method::GET,
-        &format!("{}/logs", svc_path(sp, "crasher")),
-        None,
-    )
-    .await;
+    let (_, lines) = d
+        .ndjson(
+            Method::GET,
+            &format!("{}/logs", svc_path(sp, "crasher")),
+            None,
+        )
+        .await;
     let times: Vec<i64> = lines
         .iter()
         .filter(|l| l["type"] == "stdout")
@@ -536,13 +506,13 @@ async fn a_crashing_service_restarts_with_growing_backoff() {
     assert!((3900..6000).contains(&gaps[2]), "{gaps:?}");
 
     // A stop while it waits for its next try: nothing to kill, and it stays stopped.
-    let (status, lines) = ndjson(
-        &d,
-        Method::POST,
-        &format!("{}/stop", svc_path(sp, "crasher")),
-        None,
-    )
-    .await;
+    let (status, lines) = d
+        .ndjson(
+            Method::POST,
+            &format!("{}/stop", svc_path(sp, "crasher")),
+            None,
+        )
+        .await;
     assert_eq!(status, StatusCode::OK, "{lines:?}");
     assert!(types(&lines).contains(&"stopped"), "{lines:?}");
     let count = get(&d, sp, "crasher").await["state"]["restart_count"].clone();
@@ -596,13 +566,13 @@ async fn cold_wakes_and_restores_restart_services_in_order_warm_wakes_keep_them(
     );
     let deadline = Instant::now() + Duration::from_secs(10);
     loop {
-        let (_, lines) = ndjson(
-            &d,
-            Method::GET,
-            &format!("{}/logs", svc_path(sp, "client")),
-            None,
-        )
-        .await;
+        let (_, lines) = d
+            .ndjson(
+                Method::GET,
+                &format!("{}/logs", svc_path(sp, "client")),
+                None,
+            )
+            .await;
         let out = data_of(&lines, "stdout");
         if !out.is_empty() {
             assert_eq!(
@@ -625,21 +595,21 @@ async fn cold_wakes_and_restores_restart_services_in_order_warm_wakes_keep_them(
     );
 
     // A restore restarts the keeper, and with it the services.
-    let (status, lines) = ndjson(
-        &d,
-        Method::POST,
-        &format!("/v1/sprites/{sp}/checkpoint"),
-        Some(json!({})),
-    )
-    .await;
+    let (status, lines) = d
+        .ndjson(
+            Method::POST,
+            &format!("/v1/sprites/{sp}/checkpoint"),
+            Some(json!({})),
+        )
+        .await;
     assert_eq!(status, StatusCode::OK, "{lines:?}");
-    let (status, lines) = ndjson(
-        &d,
-        Method::POST,
-        &format!("/v1/sprites/{sp}/checkpoints/v1/restore"),
-        None,
-    )
-    .await;
+    let (status, lines) = d
+        .ndjson(
+            Method::POST,
+            &format!("/v1/sprites/{sp}/checkpoints/v1/restore"),
+            None,
+        )
+        .await;
     assert_eq!(status, StatusCode::OK, "{lines:?}");
     let web2 = until(&d, sp, "web", "running after the restore", running).await;
     assert_ne!(web2["state"]["started_at"], web1["state"]["started_at"]);

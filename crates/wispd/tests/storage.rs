@@ -7,24 +7,8 @@ use common::{real_options, KeeperCleanup, TestDaemon};
 use reqwest::{Method, StatusCode};
 use serde_json::{json, Value};
 
-/// POSTs and reads an NDJSON answer: (status, lines) — or the JSON error as the one line.
 async fn post_ndjson(d: &TestDaemon, path: &str, body: Value) -> (StatusCode, Vec<Value>) {
-    let res = d
-        .client()
-        .post(d.url(path))
-        .header("authorization", d.bearer())
-        .json(&body)
-        .send()
-        .await
-        .unwrap();
-    let status = res.status();
-    let text = res.text().await.unwrap();
-    let lines = text
-        .lines()
-        .filter(|l| !l.trim().is_empty())
-        .map(|l| serde_json::from_str(l).unwrap_or_else(|e| panic!("{l:?}: {e}")))
-        .collect();
-    (status, lines)
+    d.ndjson(Method::POST, path, Some(body)).await
 }
 
 /// Takes a checkpoint and returns its id (from the `complete` line's text).

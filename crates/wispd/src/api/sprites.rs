@@ -60,7 +60,7 @@ async fn view(st: &AppState, caller: &Caller, row: &SpriteRow) -> Sprite {
 
 /// `5000` → `5s`, `1500` → `1500ms`.
 fn duration_text(ms: u64) -> String {
-    if ms % 1000 == 0 {
+    if ms.is_multiple_of(1000) {
         format!("{}s", ms / 1000)
     } else {
         format!("{ms}ms")

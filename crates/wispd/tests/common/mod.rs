@@ -364,6 +364,34 @@ impl TestDaemon {
         (status, serde_json::from_str(&text).unwrap_or(Value::Null))
     }
 
+    /// Sends a request and reads an NDJSON answer (or a JSON error, as its one line).
+    pub async fn ndjson(
+        &self,
+        method: reqwest::Method,
+        path: &str,
+        body: Option<Value>,
+    ) -> (StatusCode, Vec<Value>) {
+        let mut rb = self
+            .client()
+            .request(method, self.url(path))
+            .header("authorization", self.bearer());
+        if let Some(b) = body {
+            rb = rb.json(&b);
+        }
+        let res = rb
+            .send()
+            .await
+            .unwrap_or_else(|e| panic!("{path}: {e}\n{}", self.log()));
+        let status = res.status();
+        let text = res.text().await.unwrap();
+        let lines = text
+            .lines()
+            .filter(|l| !l.trim().is_empty())
+            .map(|l| serde_json::from_str(l).unwrap_or_else(|e| panic!("{l:?}: {e}")))
+            .collect();
+        (status, lines)
+    }
+
     pub async fn get_json(&self, path: &str) -> (StatusCode, Value) {
         self.call(reqwest::Method::GET, path, None).await
     }

@@ -230,10 +230,10 @@ async fn routing_errors_are_json() {
         assert_eq!(s, StatusCode::METHOD_NOT_ALLOWED, "{m} {path}");
         assert!(b["error"].is_string(), "{m} {path}");
     }
-    // Control connections are not implemented: an immediate 404.
+    // An upgrade endpoint asked without an upgrade: a JSON 400, at once.
     let (s, b) = call(&d, Method::GET, "/v1/sprites/x/control", None).await;
-    assert_eq!(s, StatusCode::NOT_FOUND);
-    assert!(b["error"].is_string());
+    assert_eq!(s, StatusCode::BAD_REQUEST);
+    assert!(b["error"].is_string(), "{b}");
 }
 
 #[tokio::test]

@@ -371,8 +371,7 @@ async fn destroy_leaves_nothing_behind() {
     let seeing_mounts: Vec<_> = common::host_pids()
         .into_iter()
         .filter(|p| {
-            fs::read_to_string(format!("/proc/{p}/mountinfo"))
-                .is_ok_and(|m| m.contains(&id))
+            fs::read_to_string(format!("/proc/{p}/mountinfo")).is_ok_and(|m| m.contains(&id))
         })
         .collect();
     assert_eq!(seeing_mounts, Vec::<i32>::new());

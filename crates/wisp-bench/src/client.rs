@@ -1,5 +1,7 @@
 //! The few API calls the benchmarks time, over the public API only.
 
+use std::time::{Duration, Instant};
+
 use anyhow::{anyhow, bail, Context, Result};
 use futures_util::StreamExt;
 use tokio_tungstenite::tungstenite::client::IntoClientRequest;
@@ -87,6 +89,41 @@ impl Api {
             }
         }
         bail!("sprites are still listed after deleting them")
+    }
+
+    /// Lists every sprite through `GET /v1/sprites`, page after page (`max_results=50`, the
+    /// most wispd gives, following `next_continuation_token`). Returns the names and the time
+    /// of each page.
+    pub async fn list_all(&self) -> Result<(Vec<String>, Vec<Duration>)> {
+        let mut names = Vec::new();
+        let mut pages = Vec::new();
+        let mut token: Option<String> = None;
+        loop {
+            let mut q = vec![("max_results", "50".to_string())];
+            if let Some(t) = &token {
+                q.push(("continuation_token", t.clone()));
+            }
+            let t = Instant::now();
+            let page: wisp_api::sprite::ListSpritesResponse = self
+                .http
+                .get(format!("{}/v1/sprites", self.base))
+                .bearer_auth(&self.token)
+                .query(&q)
+                .send()
+                .await?
+                .error_for_status()?
+                .json()
+                .await?;
+            pages.push(t.elapsed());
+            names.extend(page.sprites.into_iter().map(|s| s.name));
+            match page.next_continuation_token {
+                Some(t) if page.has_more => token = Some(t),
+                _ => return Ok((names, pages)),
+            }
+            if pages.len() > 100_000 {
+                bail!("listing sprites: no end after {} pages", pages.len());
+            }
+        }
     }
 
     /// `POST .../checkpoint` until the NDJSON stream's `complete` line; returns the new id.

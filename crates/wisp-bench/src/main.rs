@@ -3,6 +3,7 @@
 
 mod client;
 mod daemon;
+mod density;
 mod floor;
 mod report;
 mod stats;
@@ -16,7 +17,7 @@ use clap::Parser;
 
 use crate::client::Api;
 use crate::daemon::Daemon;
-use crate::stats::{Figure, Scaling};
+use crate::stats::{Figure, Quantity, Scaling};
 
 #[derive(Parser)]
 #[command(about = "Benchmark Wisp against the namespace floor")]
@@ -52,6 +53,12 @@ struct Args {
     /// Files each storage sprite's data is spread over.
     #[arg(long, default_value_t = 1000)]
     storage_files: u64,
+    /// Sprites the density suite creates and keeps.
+    #[arg(long, default_value_t = 1000)]
+    density_sprites: usize,
+    /// How many of them it puts warm (the rest go cold).
+    #[arg(long, default_value_t = 200)]
+    density_warm: usize,
 }
 
 #[derive(Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
@@ -61,11 +68,32 @@ enum Suite {
     Core,
     /// Checkpoint, restore and fork against copies.
     Storage,
+    /// Many sprites: create time, memory per warm and cold sprite, listing, wake among them.
+    Density,
+}
+
+impl Suite {
+    fn has(self, s: Suite) -> bool {
+        self == Suite::All || self == s
+    }
 }
 
 /// The bench's wispd: a pool for the big storage sprite, its copies and its checkpoints'
-/// metadata, and a sprite quota it fits in.
-const WISPD_ARGS: [&str; 4] = ["--pool-size-gb", "16", "--default-disk-mb", "8192"];
+/// metadata (and the density suite's thousand sprites, a few MiB of metadata), a sprite quota
+/// it fits in, and no idle timer or memory budget: only the bench moves sprites between
+/// running, warm and cold.
+const WISPD_ARGS: [&str; 10] = [
+    "--pool-size-gb",
+    "16",
+    "--default-disk-mb",
+    "8192",
+    "--idle-timeout",
+    "0",
+    "--cold-timeout",
+    "0",
+    "--memory-budget-mb",
+    "0",
+];
 
 fn timed<T>(f: impl FnOnce() -> Result<T>) -> Result<Duration> {
     let t = Instant::now();
@@ -81,25 +109,40 @@ async fn main() -> Result<()> {
         "--storage-big-mb must be at most 4096 and at least --storage-small-mb"
     );
     anyhow::ensure!(args.storage_files > 0, "--storage-files must be positive");
+    anyhow::ensure!(
+        args.density_sprites > 0 && args.density_warm <= args.density_sprites,
+        "--density-sprites must be positive and at least --density-warm"
+    );
     let extra: Vec<String> = WISPD_ARGS.iter().map(|a| a.to_string()).collect();
     let daemon = Daemon::start(&args.wispd, &args.image_dir, &extra)?;
     let api = Api::new(&daemon.base_url, &daemon.token);
     let mut figures = Vec::new();
     let mut scaling = Vec::new();
-    let measured = measure(&args, &daemon, &api, &mut figures, &mut scaling).await;
-    // Sprites outlive wispd: delete them all before it stops (dropping the daemon then
+    let mut quantities = Vec::new();
+    let measured = measure(
+        &args,
+        &daemon,
+        &api,
+        &mut figures,
+        &mut scaling,
+        &mut quantities,
+    )
+    .await;
+    // Sprites outlive wispd: delete them all before it stops (stopping the daemon then
     // unmounts the pool and removes the data dir), also after a failure.
     let cleaned = api
         .delete_all()
         .await
         .context("deleting the bench's sprites");
-    drop(daemon);
+    let stopped = daemon.stop().context("cleaning up after wispd");
     measured?;
     cleaned?;
+    stopped?;
 
     report::print_table(&figures);
     report::print_scaling(&scaling);
-    report::write(&args.out, &figures, &scaling)?;
+    report::print_quantities(&quantities);
+    report::write(&args.out, &figures, &scaling, &quantities)?;
     Ok(())
 }
 
@@ -109,11 +152,12 @@ async fn measure(
     api: &Api,
     figures: &mut Vec<Figure>,
     scaling: &mut Vec<Scaling>,
+    quantities: &mut Vec<Quantity>,
 ) -> Result<()> {
-    if args.suite != Suite::Storage {
+    if args.suite.has(Suite::Core) {
         core(args, api, figures).await?;
     }
-    if args.suite != Suite::Core {
+    if args.suite.has(Suite::Storage) {
         let opts = storage::Options {
             runs: args.storage_runs,
             small_mb: args.storage_small_mb,
@@ -123,6 +167,17 @@ async fn measure(
         let (f, s) = storage::run(api, daemon, &opts).await?;
         figures.extend(f);
         scaling.extend(s);
+    }
+    if args.suite.has(Suite::Density) {
+        let opts = density::Options {
+            sprites: args.density_sprites,
+            warm: args.density_warm,
+            wake_runs: args.runs.max(density::MIN_WAKE_RUNS),
+            list_runs: args.runs.clamp(3, 10),
+        };
+        let (f, q) = density::run(api, daemon, &opts).await?;
+        figures.extend(f);
+        quantities.extend(q);
     }
     Ok(())
 }
@@ -187,25 +242,48 @@ async fn core(args: &Args, api: &Api, figures: &mut Vec<Figure>) -> Result<()> {
     ws_fig.compare(&nsenter);
     http_fig.compare(&nsenter);
 
-    eprintln!("warm and cold wake, {runs} runs each...");
-    let mut warm = Vec::with_capacity(runs);
-    let mut cold = Vec::with_capacity(runs);
-    for _ in 0..runs {
-        api.sleep("bench-warm", false).await?;
-        let t = Instant::now();
-        api.exec_ws("bench-warm", &["true"]).await?;
-        warm.push(t.elapsed());
-        api.sleep("bench-warm", true).await?;
-        let t = Instant::now();
-        api.exec_ws("bench-warm", &["true"]).await?;
-        cold.push(t.elapsed());
-    }
-    let mut warm_fig = Figure::from_samples("wisp: warm wake (frozen -> `true` done)", &warm);
-    let mut cold_fig = Figure::from_samples("wisp: cold wake (stopped -> `true` done)", &cold);
-    warm_fig.compare(&ws_fig);
-    cold_fig.compare(&ws_fig);
+    let [warm_fig, cold_fig] = wake_figures(api, "bench-warm", runs, "", &ws_fig).await?;
     figures.extend([ws_fig, http_fig, nsenter, warm_fig, cold_fig]);
     api.delete("bench-warm").await?;
 
     Ok(())
+}
+
+/// Warm and cold wake of the running sprite `name`, `runs` times each (in turns): put it warm
+/// (`POST .../sleep?mode=warm`, untimed), time an exec of `true` to its exit frame, put it
+/// cold, time another. Both are compared with `exec`, an exec of `true` on a running sprite
+/// measured in the same run. `suffix` ends the figures' names. Leaves the sprite running.
+pub(crate) async fn wake_figures(
+    api: &Api,
+    name: &str,
+    runs: usize,
+    suffix: &str,
+    exec: &Figure,
+) -> Result<[Figure; 2]> {
+    eprintln!("warm and cold wake{suffix}, {runs} runs each...");
+    let mut warm = Vec::with_capacity(runs);
+    let mut cold = Vec::with_capacity(runs);
+    for _ in 0..runs {
+        api.sleep(name, false).await?;
+        let t = Instant::now();
+        let code = api.exec_ws(name, &["true"]).await?;
+        warm.push(t.elapsed());
+        anyhow::ensure!(code == 0, "true exited {code} after a warm wake");
+        api.sleep(name, true).await?;
+        let t = Instant::now();
+        let code = api.exec_ws(name, &["true"]).await?;
+        cold.push(t.elapsed());
+        anyhow::ensure!(code == 0, "true exited {code} after a cold wake");
+    }
+    let mut warm_fig = Figure::from_samples(
+        &format!("wisp: warm wake (frozen -> `true` done){suffix}"),
+        &warm,
+    );
+    let mut cold_fig = Figure::from_samples(
+        &format!("wisp: cold wake (stopped -> `true` done){suffix}"),
+        &cold,
+    );
+    warm_fig.compare(exec);
+    cold_fig.compare(exec);
+    Ok([warm_fig, cold_fig])
 }

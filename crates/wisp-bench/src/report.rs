@@ -4,7 +4,7 @@ use std::path::Path;
 
 use anyhow::Result;
 
-use crate::stats::{Figure, Scaling};
+use crate::stats::{Figure, Quantity, Scaling};
 
 fn fmt(v: f64) -> String {
     if v.is_finite() {
@@ -88,9 +88,49 @@ pub fn print_scaling(rows: &[Scaling]) {
     }
 }
 
-pub fn write(dir: &Path, figs: &[Figure], scaling: &[Scaling]) -> Result<()> {
+/// A quantity's value: at most one decimal for big numbers, two significant digits for small.
+pub fn fmt_value(v: f64) -> String {
+    if !v.is_finite() {
+        "-".into()
+    } else if v.abs() >= 100.0 {
+        format!("{v:.0}")
+    } else if v.abs() >= 10.0 {
+        format!("{v:.1}")
+    } else {
+        format!("{v:.2}")
+    }
+}
+
+/// Amounts that are not times (the density suite's memory per sprite, say).
+pub fn print_quantities(rows: &[Quantity]) {
+    if rows.is_empty() {
+        return;
+    }
+    println!();
+    println!("{:<58} {:>10} {:<8}  how", "measure", "value", "unit");
+    for q in rows {
+        println!(
+            "{:<58} {:>10} {:<8}  {}",
+            q.name,
+            fmt_value(q.value),
+            q.unit,
+            q.note
+        );
+    }
+}
+
+pub fn write(
+    dir: &Path,
+    figs: &[Figure],
+    scaling: &[Scaling],
+    quantities: &[Quantity],
+) -> Result<()> {
     std::fs::create_dir_all(dir)?;
-    let json = serde_json::json!({ "figures": figs, "scaling": scaling });
+    let json = serde_json::json!({
+        "figures": figs,
+        "scaling": scaling,
+        "quantities": quantities,
+    });
     std::fs::write(dir.join("results.json"), serde_json::to_vec_pretty(&json)?)?;
     let mut md = String::from(
         "| figure | median ms | min ms | p90 ms | n | ratio |\n|---|---:|---:|---:|---:|---|\n",
@@ -112,6 +152,18 @@ pub fn write(dir: &Path, figs: &[Figure], scaling: &[Scaling]) -> Result<()> {
             md.push_str(&format!("| {} | {} | {} | {} |\n", r[0], r[1], r[2], r[3]));
         }
     }
+    if !quantities.is_empty() {
+        md.push_str("\n| measure | value | unit | how |\n|---|---:|---|---|\n");
+        for q in quantities {
+            md.push_str(&format!(
+                "| {} | {} | {} | {} |\n",
+                q.name,
+                fmt_value(q.value),
+                q.unit,
+                q.note
+            ));
+        }
+    }
     std::fs::write(dir.join("report.md"), md)?;
     Ok(())
 }
@@ -128,5 +180,13 @@ mod tests {
         assert_eq!(fmt_ratio(0.05), "0.050x");
         assert_eq!(fmt_ratio(250.0), "250.00x");
         assert_eq!(fmt_ratio(f64::NAN), "-");
+    }
+
+    #[test]
+    fn values() {
+        assert_eq!(fmt_value(1234.4), "1234");
+        assert_eq!(fmt_value(56.78), "56.8");
+        assert_eq!(fmt_value(0.456), "0.46");
+        assert_eq!(fmt_value(f64::INFINITY), "-");
     }
 }

@@ -53,6 +53,27 @@ impl Scaling {
     }
 }
 
+/// A measured amount that is not a time (memory per sprite, a count, a total), with how it was
+/// obtained.
+#[derive(Debug, Clone, Serialize)]
+pub struct Quantity {
+    pub name: String,
+    pub value: f64,
+    pub unit: String,
+    pub note: String,
+}
+
+impl Quantity {
+    pub fn new(name: &str, value: f64, unit: &str, note: impl Into<String>) -> Quantity {
+        Quantity {
+            name: name.to_string(),
+            value,
+            unit: unit.to_string(),
+            note: note.into(),
+        }
+    }
+}
+
 /// The q-quantile (0..=1) of sorted samples, nearest-rank.
 pub fn quantile(sorted: &[f64], q: f64) -> f64 {
     if sorted.is_empty() {

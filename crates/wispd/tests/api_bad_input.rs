@@ -378,6 +378,8 @@ async fn failed_create_rolls_back() {
 #[tokio::test]
 async fn restart_keeps_state_and_sigterm_exits_zero() {
     let dir = tempfile::tempdir().unwrap();
+    // Unmounts the storage pool and network namespaces before the dir goes.
+    let _cleanup = common::KeeperCleanup(dir.path().to_path_buf());
     let opts = DaemonOptions {
         data_dir: Some(dir.path().to_path_buf()),
         ..Default::default()

@@ -348,6 +348,18 @@ impl TestDaemon {
         path: &str,
         body: Option<Value>,
     ) -> (StatusCode, Value) {
+        let (status, text) = self.send_text(method, path, body).await;
+        (status, serde_json::from_str(&text).unwrap_or(Value::Null))
+    }
+
+    /// Sends a request with the admin token (and a JSON body, if any); returns the status and
+    /// the body as text.
+    async fn send_text(
+        &self,
+        method: reqwest::Method,
+        path: &str,
+        body: Option<Value>,
+    ) -> (StatusCode, String) {
         let mut rb = self
             .client()
             .request(method, self.url(path))
@@ -360,8 +372,7 @@ impl TestDaemon {
             .await
             .unwrap_or_else(|e| panic!("{path}: {e}\n{}", self.log()));
         let status = res.status();
-        let text = res.text().await.unwrap_or_default();
-        (status, serde_json::from_str(&text).unwrap_or(Value::Null))
+        (status, res.text().await.unwrap_or_default())
     }
 
     /// Sends a request and reads an NDJSON answer (or a JSON error, as its one line).
@@ -371,19 +382,7 @@ impl TestDaemon {
         path: &str,
         body: Option<Value>,
     ) -> (StatusCode, Vec<Value>) {
-        let mut rb = self
-            .client()
-            .request(method, self.url(path))
-            .header("authorization", self.bearer());
-        if let Some(b) = body {
-            rb = rb.json(&b);
-        }
-        let res = rb
-            .send()
-            .await
-            .unwrap_or_else(|e| panic!("{path}: {e}\n{}", self.log()));
-        let status = res.status();
-        let text = res.text().await.unwrap();
+        let (status, text) = self.send_text(method, path, body).await;
         let lines = text
             .lines()
             .filter(|l| !l.trim().is_empty())

@@ -76,26 +76,45 @@ pub(crate) fn send(sock: &OwnedFd, msg: &FromInit, fds: &[std::os::fd::BorrowedF
 }
 
 /// Entry point of the cloned child. Never returns normally: the value is the exit status.
-pub(crate) fn run(
-    cfg: &KeeperConfig,
-    chan: &OwnedFd,
-    sync: &OwnedFd,
-    netns: Option<&fs::File>,
-) -> isize {
+pub(crate) fn run(cfg: &KeeperConfig, chan: &OwnedFd, sync: &OwnedFd) -> isize {
     // Wait until the keeper has put us into the sprite's cgroups.
     let mut b = [0u8; 1];
     if nix::unistd::read(sync.as_raw_fd(), &mut b) != Ok(1) {
         return 1;
     }
     let _ = nix::sys::prctl::set_pdeathsig(Signal::SIGKILL);
-    if let Some(ns) = netns {
-        if let Err(e) = nix::sched::setns(ns, CloneFlags::CLONE_NEWNET) {
-            let message = format!("joining the sprite's network namespace: {e}");
+    // Reach the root and the sprite dir while we still have the host's root ids: as the
+    // sprite's root we could not even pass through wispd's private (0700) directories.
+    // From here on the root is `.` and the sprite dir is this descriptor.
+    let sprite_dir = match chdir(cfg.root_mount.as_path()).and_then(|_| {
+        open(
+            cfg.sprite_dir.as_path(),
+            OFlag::O_PATH | OFlag::O_DIRECTORY | OFlag::O_CLOEXEC,
+            Mode::empty(),
+        )
+    }) {
+        Ok(fd) => fd,
+        Err(e) => {
+            let message = format!("opening the sprite's root and dir: {e}");
+            send(chan, &FromInit::Failed { message }, &[]);
+            return 1;
+        }
+    };
+    if cfg.userns.is_some() {
+        // The keeper has written our id maps by now, but we still carry the host's root ids,
+        // which mean nothing in here (files we create would have no owner): become this
+        // namespace's root.
+        let root = (Gid::from_raw(0), Uid::from_raw(0));
+        let became = setgroups(&[])
+            .and_then(|_| nix::unistd::setresgid(root.0, root.0, root.0))
+            .and_then(|_| nix::unistd::setresuid(root.1, root.1, root.1));
+        if let Err(e) = became {
+            let message = format!("becoming root of the sprite's user namespace: {e}");
             send(chan, &FromInit::Failed { message }, &[]);
             return 1;
         }
     }
-    if let Err(message) = setup(cfg) {
+    if let Err(message) = setup(cfg, sprite_dir) {
         send(chan, &FromInit::Failed { message }, &[]);
         return 1;
     }
@@ -116,7 +135,11 @@ pub(crate) fn run(
         return 1;
     }
     let argv = [c"wisp-init"];
-    let env = [CString::new(format!("{INIT_FD_ENV}={}", chan.as_raw_fd())).unwrap_or_default()];
+    let mut env =
+        vec![CString::new(format!("{INIT_FD_ENV}={}", chan.as_raw_fd())).unwrap_or_default()];
+    if cfg.unhardened {
+        env.push(CString::new(format!("{UNHARDENED_ENV}=1")).unwrap_or_default());
+    }
     let e = execve(c"/proc/self/exe", &argv, &env).unwrap_err();
     send(
         chan,
@@ -130,6 +153,11 @@ pub(crate) fn run(
 
 /// Set in the environment of the re-executed init; holds the keeper channel's descriptor.
 pub(crate) const INIT_FD_ENV: &str = "WISP_INIT_FD";
+/// Set (to 1) in the re-executed init's environment for [`KeeperConfig::unhardened`].
+const UNHARDENED_ENV: &str = "WISP_INIT_UNHARDENED";
+
+/// Whether this init runs the benchmark baseline without capability and seccomp limits.
+static UNHARDENED: std::sync::OnceLock<bool> = std::sync::OnceLock::new();
 
 /// Entry point of the re-executed init (`wisp-init`, pid 1 of the sprite).
 pub(crate) fn main_reexec(fd: i32) -> ! {
@@ -137,7 +165,9 @@ pub(crate) fn main_reexec(fd: i32) -> ! {
         Some(c) => c,
         None => wisp_sys::process::exit_now(1),
     };
+    let _ = UNHARDENED.set(std::env::var_os(UNHARDENED_ENV).is_some());
     std::env::remove_var(INIT_FD_ENV);
+    std::env::remove_var(UNHARDENED_ENV);
     // exec of /proc/self/exe named us `exe` (comm, what ps and pgrep show).
     let _ = nix::sys::prctl::set_name(c"wisp-init");
     if !send(&chan, &FromInit::Ready, &[]) {
@@ -203,7 +233,7 @@ fn bind(src: &Path, target: &Path, readonly: bool) -> Result<(), String> {
 }
 
 /// Builds the sprite's root and pivots into it.
-fn setup(cfg: &KeeperConfig) -> Result<(), String> {
+fn setup(cfg: &KeeperConfig, sprite_dir_fd: std::os::fd::RawFd) -> Result<(), String> {
     // Our stdio still points at the keeper's; the sprite gets none of it.
     if let Ok(null) = open("/dev/null", OFlag::O_RDWR, Mode::empty()) {
         for fd in 0..3 {
@@ -215,36 +245,16 @@ fn setup(cfg: &KeeperConfig) -> Result<(), String> {
         "unshare cgroup namespace",
         unshare(CloneFlags::CLONE_NEWCGROUP),
     )?;
-    // Slave, not private: mounts stop propagating out of the sprite, but the checkpoint views
-    // wispd mounts under the shared `<sprite-dir>/checkpoints` still propagate in. Everything
-    // else of the host's tree is detached below with the old root.
-    ctx(
-        "make / a slave",
-        mount(
-            None::<&str>,
-            "/",
-            None::<&str>,
-            MsFlags::MS_REC | MsFlags::MS_SLAVE,
-            None::<&str>,
-        ),
-    )?;
-    let root = &cfg.root_mount;
-    let lower = cfg
-        .lower
-        .iter()
-        .map(|p| p.display().to_string())
-        .collect::<Vec<_>>()
-        .join(":");
-    let opts = format!(
-        "lowerdir={lower},upperdir={},workdir={}",
-        cfg.upper.display(),
-        cfg.work.display()
-    );
-    mount_fs("overlay", root, "overlay", MsFlags::MS_NOATIME, Some(&opts))?;
-
+    // The keeper has mounted the overlay root and /sys already (see `rootfs`), and made this
+    // namespace's mounts slaves: nothing below propagates back to the host, while the
+    // checkpoint views wispd mounts under the shared `<sprite-dir>/checkpoints` still
+    // propagate in. Everything else of the host's tree is detached below with the old root.
+    let root = Path::new(".");
     let sprite_dir = root.join(".sprite");
     ensure_dir(&sprite_dir, 0o755)?;
-    bind(&cfg.sprite_dir, &sprite_dir, true)?;
+    let source = format!("/proc/self/fd/{sprite_dir_fd}");
+    bind(Path::new(&source), &sprite_dir, true)?;
+    let _ = nix::unistd::close(sprite_dir_fd);
     // The views' tmpfs came along with the recursive bind; the sprite may read it only.
     let views = sprite_dir.join("checkpoints");
     if views.is_dir() {
@@ -269,16 +279,9 @@ fn setup(cfg: &KeeperConfig) -> Result<(), String> {
     let proc_dir = root.join("proc");
     ensure_dir(&proc_dir, 0o555)?;
     mount_fs("proc", &proc_dir, "proc", nosuid, None)?;
-    let sys_dir = root.join("sys");
-    ensure_dir(&sys_dir, 0o555)?;
-    mount_fs(
-        "sysfs",
-        &sys_dir,
-        "sysfs",
-        nosuid | MsFlags::MS_RDONLY,
-        None,
-    )?;
-    protect_kernel_files(root)?;
+    if !cfg.unhardened {
+        protect_kernel_files(root)?;
+    }
 
     let dev = root.join("dev");
     ensure_dir(&dev, 0o755)?;
@@ -327,7 +330,7 @@ fn setup(cfg: &KeeperConfig) -> Result<(), String> {
     )?;
     ensure_dir(&root.join("tmp"), 0o1777)?;
 
-    ctx("chdir to new root", chdir(root.as_path()))?;
+    ctx("chdir to new root", chdir(root))?;
     ctx("pivot_root", pivot_root(".", "."))?;
     ctx("detach old root", umount2(".", MntFlags::MNT_DETACH))?;
     ctx("chdir /", chdir("/"))?;
@@ -337,14 +340,18 @@ fn setup(cfg: &KeeperConfig) -> Result<(), String> {
     if let Some(text) = &cfg.resolv_conf {
         write_resolv_conf(text);
     }
-    ctx("bring up lo", wisp_sys::net::loopback_up())?;
+    // A pooled slot comes with lo up, and belongs to the host: only a fresh one is ours.
+    if cfg.netns.is_none() {
+        ctx("bring up lo", wisp_sys::net::loopback_up())?;
+    }
     Ok(())
 }
 
 /// Read-only and masked paths of /proc and /sys, as the OCI runtime defaults have them.
-/// Without a user namespace, root in a sprite is uid 0 to the kernel, and /proc/sys files
-/// check no capability: a writable `kernel/core_pattern` would run a program as host root.
-/// Commands lack CAP_SYS_ADMIN, so they cannot unmount any of this.
+/// The user namespace already keeps root inside from writing the host's /proc/sys files
+/// (they belong to host root); these are a second layer, and they hide what /proc would
+/// tell about the host (kcore, keys, timers). Commands lack CAP_SYS_ADMIN, so they cannot
+/// unmount any of this.
 fn protect_kernel_files(root: &Path) -> Result<(), String> {
     for ro in [
         "proc/sys",
@@ -674,13 +681,19 @@ fn exec_child(
         let hard = hard.min(MAX_OPEN_FILES);
         let _ = setrlimit(Resource::RLIMIT_NOFILE, hard.min(1024), hard);
     }
-    if wisp_sys::process::restrict_bounding_set(KEPT_CAPABILITIES).is_err() {
+    let hardened = UNHARDENED.get() != Some(&true);
+    if hardened && wisp_sys::process::restrict_bounding_set(KEPT_CAPABILITIES).is_err() {
         let _ = writeln!(std::io::stderr(), "wisp: cannot restrict capabilities");
         return 126;
     }
     // While still privileged: without CAP_SYS_ADMIN the kernel would demand no_new_privs,
     // which would break sudo.
-    if let Err(e) = crate::seccomp::install(filters) {
+    let filtered = if hardened {
+        crate::seccomp::install(filters)
+    } else {
+        Ok(())
+    };
+    if let Err(e) = filtered {
         let _ = writeln!(
             std::io::stderr(),
             "wisp: cannot install the seccomp filter: {e}"

@@ -25,9 +25,10 @@ use nix::sys::wait::waitpid;
 use nix::unistd::Pid;
 
 use crate::cgroup::SpriteCgroup;
-use crate::config::KeeperConfig;
+use crate::config::{KeeperConfig, UserNamespace, IDS_PER_SPRITE};
 use crate::init::{self, FromInit, ToInit, MSG_MAX};
 use crate::proto::{self, Control, Kind, Reply, Request, SpawnSpec};
+use crate::rootfs;
 use crate::services::{self, Spawned, Supervisor};
 use crate::session::{lock, ClientConn, Outputs, Session};
 
@@ -52,6 +53,8 @@ type SpawnResult = Result<(i32, bool, Vec<OwnedFd>), Reply>;
 
 struct Keeper {
     _lock: Flock<File>,
+    /// The sprite's range of host ids, held while it runs (`None` without a user namespace).
+    _id_slot: Option<Flock<File>>,
     cfg: KeeperConfig,
     init_pid: i32,
     cgroup: SpriteCgroup,
@@ -124,37 +127,62 @@ fn start(cfg: KeeperConfig) -> Result<Arc<Keeper>, String> {
     .map_err(|e| format!("socketpair: {e}"))?;
     let (sync_r, sync_w) =
         nix::unistd::pipe2(nix::fcntl::OFlag::O_CLOEXEC).map_err(|e| format!("pipe: {e}"))?;
+    let home = rootfs::HomeNs::open()?;
+    let id_slot = match &cfg.userns {
+        Some(u) => Some(lock_id_slot(u, &cfg.sprite_id)?),
+        None => None,
+    };
     let mut flags = CloneFlags::CLONE_NEWNS
         | CloneFlags::CLONE_NEWPID
         | CloneFlags::CLONE_NEWUTS
         | CloneFlags::CLONE_NEWIPC;
-    // A prepared network namespace (wispd's slot) is joined by init itself; without one the
-    // sprite gets a fresh namespace with only a loopback.
-    let netns = match &cfg.netns {
-        Some(p) => Some(File::open(p).map_err(|e| format!("opening {}: {e}", p.display()))?),
-        None => {
-            flags |= CloneFlags::CLONE_NEWNET;
-            None
+    if id_slot.is_some() {
+        flags |= CloneFlags::CLONE_NEWUSER;
+    }
+    // A prepared network namespace (wispd's slot) is entered here, so that init starts in
+    // it: once in its own user namespace, init could no longer join one the host owns.
+    // Without one the sprite gets a fresh namespace with only a loopback.
+    match &cfg.netns {
+        Some(p) => {
+            let ns = File::open(p).map_err(|e| format!("opening {}: {e}", p.display()))?;
+            home.enter_net(&ns)?;
         }
-    };
+        None => flags |= CloneFlags::CLONE_NEWNET,
+    }
     let child_cfg = cfg.clone();
-    let pid = wisp_sys::process::clone_into_namespaces(
+    let cloned = wisp_sys::process::clone_into_namespaces(
         flags,
-        Box::new(|| init::run(&child_cfg, &init_end, &sync_r, netns.as_ref())),
-    )
-    .map_err(|e| {
+        Box::new(|| init::run(&child_cfg, &init_end, &sync_r)),
+    );
+    home.restore()?;
+    let pid = cloned.map_err(|e| {
         let _ = cgroup.destroy();
         format!("clone: {e}")
     })?;
     drop(init_end);
     drop(sync_r);
-    drop(netns);
     let cleanup = |msg: String| {
         init::kill_pid(pid.as_raw());
         let _ = waitpid(pid, None);
         let _ = cgroup.destroy();
+        rootfs::remove_staging(&cfg);
         msg
     };
+    let userns = match &id_slot {
+        Some((_, base)) => {
+            let opened = rootfs::write_id_maps(pid.as_raw(), *base).and_then(|_| {
+                let p = format!("/proc/{}/ns/user", pid.as_raw());
+                File::open(&p).map_err(|e| format!("opening {p}: {e}"))
+            });
+            Some(opened.map_err(&cleanup)?)
+        }
+        None => None,
+    };
+    let mapped = userns.as_ref().zip(id_slot.as_ref().map(|(_, base)| *base));
+    if let Err(e) = rootfs::build(&cfg, pid.as_raw(), mapped, &home) {
+        return Err(cleanup(e));
+    }
+    drop(userns);
     if let Err(e) = cgroup.add_pid(pid.as_raw()) {
         return Err(cleanup(format!("joining cgroups: {e}")));
     }
@@ -168,6 +196,7 @@ fn start(cfg: KeeperConfig) -> Result<Arc<Keeper>, String> {
     }
     Ok(Arc::new(Keeper {
         _lock: lock,
+        _id_slot: id_slot.map(|(l, _)| l),
         init_pid: pid.as_raw(),
         cgroup,
         chan,
@@ -198,6 +227,37 @@ fn lock_sprite(cfg: &KeeperConfig) -> Result<Flock<File>, String> {
         .map_err(|e| format!("opening {}: {e}", path.display()))?;
     Flock::lock(f, FlockArg::LockExclusiveNonblock)
         .map_err(|_| format!("a keeper already runs sprite {}", cfg.sprite_id))
+}
+
+/// Takes a free range of host ids for the sprite's user namespace: the first slot, from a
+/// point that depends on the sprite (so restarts usually land on the same one), whose lock
+/// no live keeper holds. Returns the held lock and the range's first host id.
+fn lock_id_slot(u: &UserNamespace, sprite_id: &str) -> Result<(Flock<File>, u32), String> {
+    fs::create_dir_all(&u.lock_dir)
+        .map_err(|e| format!("creating {}: {e}", u.lock_dir.display()))?;
+    if u.slots == 0 {
+        return Err("no id ranges are configured for user namespaces".into());
+    }
+    let start = sprite_id.bytes().fold(0x811c_9dc5u32, |h, b| {
+        (h ^ u32::from(b)).wrapping_mul(0x0100_0193)
+    }) % u.slots;
+    for i in 0..u.slots {
+        let slot = (start + i) % u.slots;
+        let path = u.lock_dir.join(format!("{slot}.lock"));
+        let f = File::options()
+            .create(true)
+            .truncate(false)
+            .write(true)
+            .open(&path)
+            .map_err(|e| format!("opening {}: {e}", path.display()))?;
+        if let Ok(lock) = Flock::lock(f, FlockArg::LockExclusiveNonblock) {
+            return Ok((lock, u.first_host_id + slot * IDS_PER_SPRITE));
+        }
+    }
+    Err(format!(
+        "all {} id ranges for sprites are in use: stop a sprite or raise the number of ranges",
+        u.slots
+    ))
 }
 
 fn recv_init(chan: &OwnedFd) -> Option<(FromInit, Vec<OwnedFd>)> {

@@ -20,6 +20,8 @@ mod init;
 #[cfg(target_os = "linux")]
 pub mod keeper;
 mod passwd;
+#[cfg(target_os = "linux")]
+mod rootfs;
 pub mod seccomp;
 #[cfg(target_os = "linux")]
 mod services;

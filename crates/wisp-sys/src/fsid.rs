@@ -139,6 +139,74 @@ impl FsIdentity {
     }
 }
 
+/// `_LINUX_CAPABILITY_VERSION_3`: two 32-bit words per set.
+const CAP_VERSION_3: u32 = 0x2008_0522;
+
+#[repr(C)]
+struct CapHeader {
+    version: u32,
+    pid: libc::c_int,
+}
+
+#[repr(C)]
+#[derive(Clone, Copy, Default)]
+struct CapData {
+    effective: u32,
+    permitted: u32,
+    inheritable: u32,
+}
+
+/// Makes the calling thread's effective capabilities equal to its permitted ones (undoing
+/// what a switch away from fsuid 0 dropped). Per thread, like every capability call.
+fn raise_effective_caps() -> io::Result<()> {
+    let mut header = CapHeader {
+        version: CAP_VERSION_3,
+        pid: 0,
+    };
+    let mut data = [CapData::default(); 2];
+    // SAFETY: the header and the two data words are valid, writable and of the layout
+    // version 3 expects; pid 0 is the calling thread.
+    if unsafe {
+        libc::syscall(
+            libc::SYS_capget,
+            &mut header as *mut CapHeader,
+            data.as_mut_ptr(),
+        )
+    } != 0
+    {
+        return Err(io::Error::last_os_error());
+    }
+    for d in &mut data {
+        d.effective = d.permitted;
+    }
+    // SAFETY: as above; the kernel only reads the data, and refuses anything beyond the
+    // permitted set.
+    if unsafe {
+        libc::syscall(
+            libc::SYS_capset,
+            &mut header as *mut CapHeader,
+            data.as_ptr(),
+        )
+    } != 0
+    {
+        return Err(io::Error::last_os_error());
+    }
+    Ok(())
+}
+
+impl FsIdentity {
+    /// Like [`FsIdentity::enter`], but the thread keeps every capability it holds (the
+    /// kernel drops the filesystem ones on the switch; they are raised again). For root of
+    /// a sprite with its own user namespace: host root acting through the sprite's id-mapped
+    /// mounts must carry an id they can store (its own, 0, has no place there), yet keep
+    /// root's power over the files.
+    pub fn enter_keeping_caps(&self) -> io::Result<FsIdGuard> {
+        let guard = self.enter()?;
+        raise_effective_caps()?;
+        Ok(guard)
+    }
+}
+
 impl Drop for FsIdGuard {
     fn drop(&mut self) {
         // The uid first: going back to fsuid 0 restores the filesystem capabilities.
@@ -234,6 +302,22 @@ mod tests {
         assert_eq!(denied, Err(io::ErrorKind::PermissionDenied));
         // Root again afterwards, on this thread and the other.
         assert_eq!(std::fs::read(&secret).unwrap(), b"x");
+        // Keeping the capabilities: another owner, and root's access all the same.
+        let s3 = secret.clone();
+        let (read, who) = std::thread::spawn(move || {
+            let _g = FsIdentity {
+                uid: 1000,
+                gid: 1000,
+                groups: vec![],
+            }
+            .enter_keeping_caps()
+            .unwrap();
+            (std::fs::read(&s3).map_err(|e| e.kind()), current())
+        })
+        .join()
+        .unwrap();
+        assert_eq!(read, Ok(b"x".to_vec()));
+        assert_eq!(who, (1000, 1000));
         std::fs::remove_dir_all(&dir).unwrap();
     }
 }

@@ -9,6 +9,7 @@
 pub mod btrfs;
 pub mod fd;
 pub mod fsid;
+pub mod idmap;
 pub mod net;
 pub mod netns;
 pub mod process;

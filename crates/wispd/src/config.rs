@@ -92,6 +92,11 @@ pub struct Args {
     /// Give sprites only a loopback: no slots, NAT, resolver or egress policies.
     #[arg(long, env = "WISP_NO_NETWORK")]
     pub no_network: bool,
+    /// Benchmark baseline only, never in production: run sprites without their user
+    /// namespace, seccomp filter, reduced capabilities and /proc masks (root inside is then
+    /// root on the host).
+    #[arg(long, env = "WISP_NO_HARDENING", hide = true)]
+    pub no_hardening: bool,
     /// Private IPv4 range sprite addresses come from, one /30 per sprite
     /// [default: 10.213.0.0/16].
     #[arg(long, env = "WISP_SPRITE_SUBNET")]
@@ -145,6 +150,8 @@ pub struct FileConfig {
     pub org_create_rate_window: Option<String>,
     /// `false`: like `--no-network`.
     pub network: Option<bool>,
+    /// `false`: like `--no-hardening`.
+    pub hardening: Option<bool>,
     pub sprite_subnet: Option<String>,
     pub net_pool_size: Option<usize>,
     pub dns_upstream: Option<Vec<String>>,
@@ -193,6 +200,9 @@ pub struct Settings {
     pub org_limits: crate::tenancy::DefaultLimits,
     /// Per-sprite networking on.
     pub network: bool,
+    /// User namespace, seccomp, capabilities and masks for every sprite (off only to measure
+    /// their cost).
+    pub hardening: bool,
     pub sprite_subnet: crate::network::Subnet,
     pub net_pool_size: usize,
     /// Empty: the host's resolv.conf nameservers, read at start.
@@ -315,6 +325,7 @@ impl Settings {
         let s = Settings {
             org_limits,
             network,
+            hardening: !args.no_hardening && file.hardening.unwrap_or(true),
             sprite_subnet,
             net_pool_size: args
                 .net_pool_size

@@ -144,6 +144,9 @@ async fn run(settings: Settings) -> anyhow::Result<()> {
             keeper_bin: settings.keeper_bin.clone(),
             limits: settings.limits(),
             cgroup_parent: "wisp".into(),
+            userns: settings
+                .hardening
+                .then(wisp_runtime::config::UserNamespace::host_default),
         },
         known.clone(),
         pool.clone(),

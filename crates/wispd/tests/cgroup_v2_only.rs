@@ -15,7 +15,7 @@ use std::os::unix::net::UnixStream;
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 
-use wisp_runtime::config::{KeeperConfig, Limits};
+use wisp_runtime::config::{KeeperConfig, Limits, UserNamespace};
 use wisp_runtime::proto::{self, Kind, Reply, Request, SpawnSpec};
 
 struct Keeper {
@@ -55,6 +55,8 @@ fn start_keeper(id: &str, limits: Limits) -> Keeper {
         cgroup_parent: "wisp-v2test".into(),
         netns: None,
         resolv_conf: None,
+        userns: Some(UserNamespace::host_default()),
+        unhardened: false,
     };
     let cfg_path = dir.path().join("keeper.json");
     std::fs::write(&cfg_path, serde_json::to_vec(&cfg).unwrap()).unwrap();

@@ -431,3 +431,88 @@ async fn kernel_files_are_read_only_or_masked_and_host_dirs_are_private() {
     }
     d.delete("iso-proc").await;
 }
+
+/// `(host id of root inside, count)` from a process's `uid_map` or `gid_map`.
+fn id_map(pid: i32, file: &str) -> (u64, u64) {
+    let text = fs::read_to_string(format!("/proc/{pid}/{file}")).unwrap();
+    let f: Vec<u64> = text
+        .split_whitespace()
+        .map(|w| w.parse().unwrap())
+        .collect();
+    assert_eq!(f.len(), 3, "one range only: {text}");
+    assert_eq!(f[0], 0, "{text}");
+    (f[1], f[2])
+}
+
+/// The host uid of a process, from its status.
+fn host_uid(pid: i32) -> u64 {
+    let status = fs::read_to_string(format!("/proc/{pid}/status")).unwrap();
+    let line = status.lines().find(|l| l.starts_with("Uid:")).unwrap();
+    line.split_whitespace().nth(2).unwrap().parse().unwrap()
+}
+
+#[tokio::test]
+async fn root_in_a_sprite_is_an_unprivileged_host_user() {
+    let d = TestDaemon::start_real();
+    let a = d.create("iso-userns-a").await;
+    let b = d.create("iso-userns-b").await;
+    let mut ranges = Vec::new();
+    for s in [&a, &b] {
+        let name = s["name"].as_str().unwrap();
+        let keeper = common::keeper_pid(s["id"].as_str().unwrap()).expect("keeper");
+        let init = common::init_pid(keeper).expect("init");
+        // Root inside is a high, unprivileged host id with 65,536 ids; gids likewise.
+        let (base, count) = id_map(init, "uid_map");
+        assert_eq!(id_map(init, "gid_map"), (base, count));
+        assert!(base >= 1 << 20, "root of {name} is host uid {base}");
+        assert_eq!(count, 65536);
+        assert_eq!(host_uid(init), base, "init runs as the sprite's root");
+        // The sprite sees the same map, and its own ids as usual.
+        let inside = d.sh(name, "cat /proc/self/uid_map").await;
+        let f: Vec<&str> = inside.split_whitespace().collect();
+        assert_eq!(f, ["0", &base.to_string(), "65536"], "{inside}");
+        // A command as root inside runs as that host id, the sprite user as base + 1000.
+        let (mut ws, info) =
+            connect_session(&d, &exec_path(name, &["sudo", "sleep", "300"], &[])).await;
+        let inner: i32 = info["session_id"].as_str().unwrap().parse().unwrap();
+        let host = host_pid_of(init, inner).expect("sudo on the host");
+        assert_eq!(host_uid(host), base, "sudo runs as the sprite's root");
+        let _ = ws.close(None).await;
+        // The shared, root-owned base image still belongs to root inside (id-mapped), and
+        // root inside owns and writes what it should.
+        assert_eq!(
+            d.sh(
+                name,
+                "stat -c '%U:%G' /etc/passwd /usr/bin/sudo /home/sprite"
+            )
+            .await,
+            "root:root\nroot:root\nsprite:sprite\n"
+        );
+        assert_eq!(
+            d.sh(
+                name,
+                "sudo sh -c 'echo x > /etc/motd-test && stat -c %U /etc/motd-test'"
+            )
+            .await,
+            "root\n"
+        );
+        // Host-owned things show as nobody; nothing inside maps to host root.
+        assert_eq!(d.sh(name, "stat -c %U /.sprite").await, "nobody\n");
+        ranges.push(base);
+    }
+    // Two running sprites never share host ids.
+    assert!(ranges[0].abs_diff(ranges[1]) >= 65536, "{ranges:?}");
+    // The servers of a sprite still bind low ports and ping (set per network namespace).
+    assert_eq!(
+        d.sh(
+            "iso-userns-a",
+            "python3 -c 'import socket; s=socket.socket(); s.bind((\"0.0.0.0\", 80)); print(\"bound\")'"
+        )
+        .await,
+        "bound\n"
+    );
+    d.sh("iso-userns-a", "ping -c1 -W2 127.0.0.1 >/dev/null")
+        .await;
+    d.delete("iso-userns-a").await;
+    d.delete("iso-userns-b").await;
+}

@@ -150,6 +150,9 @@ async fn the_latest_five_checkpoints_are_readable_inside() {
     d.create("views").await;
     for i in 1..=6 {
         d.sh("views", &format!("echo {i} > ~/n")).await;
+        if i == 4 {
+            d.sh("views", "umask 077; echo private > ~/secret").await;
+        }
         checkpoint(&d, "views", "").await;
     }
     let ls = d.sh("views", "ls /.sprite/checkpoints").await;
@@ -162,6 +165,18 @@ async fn the_latest_five_checkpoints_are_readable_inside() {
     );
     d.sh("views", "test -x /.sprite/checkpoints/v4/bin/sh")
         .await;
+    // Owners are the sprite's own (the layers are id-mapped like its root): the sprite user
+    // reads its private file, and root's files belong to root.
+    assert_eq!(
+        d.sh(
+            "views",
+            "cat /.sprite/checkpoints/v4/home/sprite/secret; \
+             stat -c '%U %a' /.sprite/checkpoints/v4/home/sprite/secret \
+             /.sprite/checkpoints/v4/etc/passwd"
+        )
+        .await,
+        "private\nsprite 600\nroot 644\n"
+    );
     // Read-only, for the sprite user and for root.
     let e = d
         .exec(

@@ -9,6 +9,7 @@
 //! Dropping both halves detaches from the session: the runtime keeps the process until it
 //! exits or its `max_run_after_disconnect` runs out.
 
+pub mod idmap;
 mod keeper_client;
 mod keeper_process;
 mod namespace;

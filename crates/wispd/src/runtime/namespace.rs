@@ -1,13 +1,15 @@
 //! [`NamespaceRuntime`]: sprites held by `wisp-keeper` processes (Linux namespaces + cgroups).
 
+use std::fs::File;
 use std::io;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::time::Duration;
 
+use crate::runtime::idmap::IdMap;
 use async_trait::async_trait;
 use wisp_api::policy::NetworkPolicy;
-use wisp_runtime::config::{KeeperConfig, Limits};
+use wisp_runtime::config::{KeeperConfig, Limits, UserNamespace};
 use wisp_runtime::proto::{Reply, Request, ServiceInfo, ServiceSpec, SessionInfo, SpawnSpec};
 
 use super::keeper_client::KeeperConn;
@@ -40,6 +42,9 @@ pub struct NamespaceRuntimeConfig {
     pub limits: Limits,
     /// cgroup parent of every sprite (`wisp`).
     pub cgroup_parent: String,
+    /// Where sprite ids come from on the host; `None` (`--no-hardening`) runs sprites without
+    /// a user namespace, seccomp filter or reduced capabilities.
+    pub userns: Option<UserNamespace>,
 }
 
 #[derive(Debug)]
@@ -306,6 +311,22 @@ impl NamespaceRuntime {
 
 /// Removes temporary files an interrupted atomic write left next to the sprite's run files
 /// (`.<id>.json.tmp-…`), so that destroy leaves nothing named after the sprite.
+/// The sprite's user namespace for its checkpoint views, if it has one. `root` is its
+/// init's `/proc/<pid>/root`.
+fn view_id_mapping(root: &Path, p: &SpritePaths) -> io::Result<Option<views::IdMapping>> {
+    let Some(proc_dir) = root.parent() else {
+        return Ok(None);
+    };
+    let text = std::fs::read_to_string(proc_dir.join("uid_map"))?;
+    if IdMap::parse(&text).unwrap_or(IdMap::IDENTITY) == IdMap::IDENTITY {
+        return Ok(None);
+    }
+    Ok(Some(views::IdMapping {
+        userns: File::open(proc_dir.join("ns/user"))?,
+        staging: p.base.join("view-layers"),
+    }))
+}
+
 fn remove_temp_files(p: &SpritePaths) -> io::Result<()> {
     let (Some(dir), Some(name)) = (p.config.parent(), p.config.file_name()) else {
         return Ok(());
@@ -386,6 +407,8 @@ impl Runtime for NamespaceRuntime {
             cgroup_parent: self.cfg.cgroup_parent.clone(),
             netns: None,
             resolv_conf: None,
+            userns: self.cfg.userns.clone(),
+            unhardened: self.cfg.userns.is_none(),
         };
         // Network last: a slot (with the sprite's policy in force) from the pool.
         let config = self.attach_network(&sprite.id, &p, config).await?;
@@ -597,8 +620,11 @@ impl Runtime for NamespaceRuntime {
                 upper: self.pool.checkpoint_upper(sprite_id, id),
             })
             .collect();
+        let root = self.root_dir(sprite_id).await?;
         blocking(move || {
-            views::sync(&p.checkpoint_views, &wanted, &base)
+            let idmap = view_id_mapping(&root, &p)
+                .map_err(|e| RuntimeError::io("reading the sprite's id map", e))?;
+            views::sync(&p.checkpoint_views, &wanted, &base, idmap.as_ref())
                 .map_err(|e| RuntimeError::io("mounting checkpoint views", e))
         })
         .await?
@@ -797,6 +823,7 @@ mod tests {
                 keeper_bin: PathBuf::from("/nonexistent/wisp-keeper"),
                 limits: Limits::default(),
                 cgroup_parent: "wisp".into(),
+                userns: None,
             },
             Arc::new(KnownChildren::default()),
             pool,

@@ -7,9 +7,13 @@
 //!
 //! A view is an overlay with two lower layers and no upper (so read-only by construction):
 //! the checkpoint's upper dir over the base image, i.e. the sprite's whole filesystem as it
-//! was at that checkpoint.
+//! was at that checkpoint. When the sprite has its own user namespace both layers are
+//! id-mapped through it, so the files show inside with the owners they have in the sprite
+//! (and a sprite user can read its own private files there), not as `nobody`.
 
+use std::fs::File;
 use std::io;
+use std::os::fd::AsFd;
 use std::path::{Path, PathBuf};
 
 use nix::mount::{mount, umount2, MntFlags, MsFlags};
@@ -77,8 +81,55 @@ pub fn prepare(dir: &Path) -> io::Result<()> {
     .map_err(ctx(format!("making {} shared", dir.display())))
 }
 
+/// The running sprite's user namespace, and a private host directory where id-mapped
+/// layers are attached for the moment it takes to mount a view over them (overlay takes
+/// its own copies of its layers; the attachments go right after).
+pub struct IdMapping {
+    pub userns: File,
+    pub staging: PathBuf,
+}
+
+/// Mounts one view on `target`, over id-mapped layers when `idmap` is given.
+fn mount_view(target: &Path, v: &View, base: &Path, idmap: Option<&IdMapping>) -> io::Result<()> {
+    let mut attached = Vec::new();
+    let mounted = (|| {
+        let layers = match idmap {
+            None => vec![v.upper.clone(), base.to_path_buf()],
+            Some(m) => {
+                let mut layers = Vec::new();
+                for (i, src) in [&v.upper, &base.to_path_buf()].into_iter().enumerate() {
+                    let at = m.staging.join(format!("{}-{i}", v.id));
+                    std::fs::create_dir_all(&at)?;
+                    let tree = wisp_sys::idmap::idmapped_tree(src, m.userns.as_fd())?;
+                    wisp_sys::idmap::attach(tree, &at)?;
+                    attached.push(at.clone());
+                    layers.push(at);
+                }
+                layers
+            }
+        };
+        let opts = format!("lowerdir={}:{}", layers[0].display(), layers[1].display());
+        mount(
+            Some("wisp-checkpoint"),
+            target,
+            Some("overlay"),
+            MsFlags::MS_RDONLY | MsFlags::MS_NOSUID | MsFlags::MS_NODEV,
+            Some(opts.as_str()),
+        )
+        .map_err(ctx(format!(
+            "mounting checkpoint view {}",
+            target.display()
+        )))
+    })();
+    for at in attached {
+        let _ = umount2(&at, MntFlags::MNT_DETACH);
+        let _ = std::fs::remove_dir(&at);
+    }
+    mounted
+}
+
 /// Makes the views under `dir` exactly `wanted` over the base image `base`.
-pub fn sync(dir: &Path, wanted: &[View], base: &Path) -> io::Result<()> {
+pub fn sync(dir: &Path, wanted: &[View], base: &Path, idmap: Option<&IdMapping>) -> io::Result<()> {
     prepare(dir)?;
     let mounted = mounts_below(dir)?;
     for mp in &mounted {
@@ -99,18 +150,7 @@ pub fn sync(dir: &Path, wanted: &[View], base: &Path) -> io::Result<()> {
             Err(e) if e.kind() == io::ErrorKind::AlreadyExists => {}
             Err(e) => return Err(e),
         }
-        let opts = format!("lowerdir={}:{}", v.upper.display(), base.display());
-        mount(
-            Some("wisp-checkpoint"),
-            &target,
-            Some("overlay"),
-            MsFlags::MS_RDONLY | MsFlags::MS_NOSUID | MsFlags::MS_NODEV,
-            Some(opts.as_str()),
-        )
-        .map_err(ctx(format!(
-            "mounting checkpoint view {}",
-            target.display()
-        )))?;
+        mount_view(&target, v, base, idmap)?;
     }
     Ok(())
 }

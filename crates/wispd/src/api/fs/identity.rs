@@ -19,21 +19,46 @@ const DEFAULT_ID: u32 = 1000;
 /// Larger account files are ignored (the defaults apply).
 const MAX_ACCOUNT_FILE: u64 = 1 << 20;
 
-/// `None` = root, with the daemon's own credentials.
-pub type Identity = Option<FsIdentity>;
+/// Who the blocking work runs as, in host ids.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Identity {
+    /// The daemon's own credentials: root of a sprite without a user namespace.
+    Daemon,
+    /// The sprite's root when it has its own user namespace: its host id, with the daemon's
+    /// capabilities (host root's own id could not own a file on the sprite's layers).
+    Root(FsIdentity),
+    /// An ordinary user of the sprite.
+    User(FsIdentity),
+}
 
-/// The identity for a request: root when `as_root`, else the sprite user.
+/// The identity for a request: root when `as_root`, else the sprite user. Ids are the
+/// sprite's, shifted to the host's through its id map.
 pub fn for_request(root: &SpriteRoot, as_root: bool) -> Identity {
+    let ids = root.ids();
     if as_root {
-        return None;
+        return match ids.to_host(0) {
+            Some(0) | None => Identity::Daemon,
+            Some(host) => Identity::Root(FsIdentity {
+                uid: host,
+                gid: host,
+                groups: vec![host],
+            }),
+        };
     }
     let passwd = read_account_file(root, "/etc/passwd").unwrap_or_default();
     let group = read_account_file(root, "/etc/group").unwrap_or_default();
-    Some(lookup(SPRITE_USER, &passwd, &group).unwrap_or(FsIdentity {
+    let user = lookup(SPRITE_USER, &passwd, &group).unwrap_or(FsIdentity {
         uid: DEFAULT_ID,
         gid: DEFAULT_ID,
         groups: vec![DEFAULT_ID],
-    }))
+    });
+    let nobody = ids.to_host(65534).unwrap_or(65534);
+    let host = |id: u32| ids.to_host(id).unwrap_or(nobody);
+    Identity::User(FsIdentity {
+        uid: host(user.uid),
+        gid: host(user.gid),
+        groups: user.groups.into_iter().map(host).collect(),
+    })
 }
 
 /// `user`'s ids from passwd text, and its groups (primary first) from group text. Parsed by
@@ -78,15 +103,17 @@ fn read_account_file(root: &SpriteRoot, path: &str) -> Option<String> {
 
 /// Runs `f` on the current (blocking) thread as `id`, switching back afterwards.
 pub fn run_as<T>(id: &Identity, f: impl FnOnce() -> Result<T, FsError>) -> Result<T, FsError> {
-    let _guard = match id {
-        Some(id) => Some(id.enter().map_err(|e| {
-            FsError::Api(ApiError::internal(format!(
-                "cannot switch to uid {} for file access: {e}",
-                id.uid
-            )))
-        })?),
-        None => None,
+    let switched = match id {
+        Identity::Daemon => return f(),
+        Identity::Root(id) => (id, id.enter_keeping_caps()),
+        Identity::User(id) => (id, id.enter()),
     };
+    let _guard = switched.1.map_err(|e| {
+        FsError::Api(ApiError::internal(format!(
+            "cannot switch to uid {} for file access: {e}",
+            switched.0.uid
+        )))
+    })?;
     f()
 }
 

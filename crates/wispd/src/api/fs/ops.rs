@@ -21,6 +21,7 @@ use rustix::io::Errno;
 use super::errors::FsError;
 use super::resolve::{chmod_fd, join, reopen, split, SpriteRoot};
 use super::types::{mode_string, ChmodItem, ChownItem, Entry, ListResponse};
+use crate::api::error::ApiError;
 
 /// Most entries one `list` answers with.
 pub const MAX_LIST_ENTRIES: usize = 100_000;
@@ -265,6 +266,18 @@ pub fn chown(
     gid: Option<u32>,
     recursive: bool,
 ) -> Result<Vec<ChownItem>, FsError> {
+    let ids = root.ids();
+    // The sprite's ids, as the host stores them.
+    let host = |what: &str, id: Option<u32>| match id {
+        None => Ok(None),
+        Some(id) => ids.to_host(id).map(Some).ok_or_else(|| {
+            FsError::Api(ApiError::bad_request(format!(
+                "{what} {id} does not exist in the sprite (ids go up to {})",
+                ids.count - 1
+            )))
+        }),
+    };
+    let (uid, gid) = (host("uid", uid)?, host("gid", gid)?);
     let fd = root.locate("chown", path)?;
     let st = fstat(&fd).map_err(|e| FsError::errno("chown", path, e))?;
     let mut out = Vec::new();
@@ -274,6 +287,10 @@ pub fn chown(
         chown_children(&dir, path, uid, gid, 0, &mut out)?;
     }
     out.push(chown_fd(&fd, path, uid, gid)?);
+    for item in &mut out {
+        item.uid = ids.to_sprite(item.uid);
+        item.gid = ids.to_sprite(item.gid);
+    }
     Ok(out)
 }
 

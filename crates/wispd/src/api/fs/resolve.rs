@@ -16,6 +16,7 @@ use rustix::fs::{openat2, Mode, OFlags, ResolveFlags, CWD};
 use rustix::io::Errno;
 
 use super::errors::FsError;
+use crate::runtime::idmap::IdMap;
 
 /// Longest path accepted (Linux `PATH_MAX`).
 const PATH_MAX: usize = 4096;
@@ -77,6 +78,7 @@ pub fn join(parent: &str, name: &str) -> String {
 #[derive(Debug)]
 pub struct SpriteRoot {
     fd: OwnedFd,
+    ids: IdMap,
 }
 
 impl SpriteRoot {
@@ -102,7 +104,21 @@ impl SpriteRoot {
             OFlags::PATH | OFlags::DIRECTORY | OFlags::CLOEXEC,
             Mode::empty(),
         )?;
-        Ok(SpriteRoot { fd })
+        let map_fd = rustix::fs::openat(
+            &pid_dir,
+            "uid_map",
+            OFlags::RDONLY | OFlags::CLOEXEC,
+            Mode::empty(),
+        )?;
+        let mut text = String::new();
+        std::io::Read::read_to_string(&mut std::fs::File::from(map_fd), &mut text)?;
+        let ids = IdMap::parse(&text).unwrap_or(IdMap::IDENTITY);
+        Ok(SpriteRoot { fd, ids })
+    }
+
+    /// How the sprite's ids map to the host's.
+    pub fn ids(&self) -> IdMap {
+        self.ids
     }
 
     /// `openat2` of a clean absolute sprite path with the resolution rules above. The final

@@ -527,7 +527,59 @@ async fn isolation_and_nat() {
         "the host accepted a connection from a sprite"
     );
 
-    // Forged source addresses (root in a sprite has raw sockets) never leave the host.
+    // Private ranges: rejected at once, even where a route exists.
+    assert_fast_refusal(&probe(&d, "net-a", &net.private_addr(), 8080, 5.0).await);
+
+    // The resolver answers (our upstream: NXDOMAIN) over UDP and TCP.
+    assert_eq!(
+        dns(&d, "net-a", "unknown.test", "udp").await,
+        "rcode 3 answers 0"
+    );
+    assert_eq!(
+        dns(&d, "net-a", "unknown.test", "tcp").await,
+        "rcode 3 answers 0"
+    );
+    assert!(upstream.asked().contains(&"unknown.test".to_string()));
+
+    d.delete("net-a").await;
+    d.delete("net-b").await;
+}
+
+#[tokio::test]
+async fn forged_sources_never_leave_the_host() {
+    let net = FakeNet::new();
+    let upstream = Upstream::start(HashMap::new()).await;
+    // With its user namespace, root in a sprite has no raw sockets at all: the network
+    // namespace belongs to the host, and CAP_NET_RAW inside counts for nothing there.
+    let hardened = daemon(&upstream, &[]);
+    hardened.create("net-raw").await;
+    let e = hardened
+        .exec(
+            "net-raw",
+            &[
+                "sudo",
+                "python3",
+                "-c",
+                SPOOF,
+                "203.0.113.7",
+                &net.addr(1),
+                "9999",
+                "x",
+            ],
+        )
+        .await;
+    assert_ne!(e.code, Some(0), "{e:?}");
+    assert!(e.stderr_str().contains("Operation not permitted"), "{e:?}");
+    hardened.delete("net-raw").await;
+    drop(hardened);
+
+    // The firewall is the second wall: without the user namespace (`--no-hardening`, where
+    // root inside has raw sockets), forged source addresses still never leave the host.
+    let d = daemon(&upstream, &["--no-hardening"]);
+    d.create("net-a").await;
+    d.create("net-b").await;
+    let a_ip = sprite_ip(&d, "net-a").await;
+    let b_ip = sprite_ip(&d, "net-b").await;
     let mut log = Command::new("ip")
         .args(["netns", "exec", &net.ns, "python3", "-c", UDP_LOG, "9999"])
         .stdin(Stdio::null())
@@ -566,20 +618,6 @@ async fn isolation_and_nat() {
         format!("real {}\n", net.host_side()),
         "datagrams seen outside"
     );
-
-    // Private ranges: rejected at once, even where a route exists.
-    assert_fast_refusal(&probe(&d, "net-a", &net.private_addr(), 8080, 5.0).await);
-
-    // The resolver answers (our upstream: NXDOMAIN) over UDP and TCP.
-    assert_eq!(
-        dns(&d, "net-a", "unknown.test", "udp").await,
-        "rcode 3 answers 0"
-    );
-    assert_eq!(
-        dns(&d, "net-a", "unknown.test", "tcp").await,
-        "rcode 3 answers 0"
-    );
-    assert!(upstream.asked().contains(&"unknown.test".to_string()));
 
     d.delete("net-a").await;
     d.delete("net-b").await;

@@ -96,15 +96,7 @@ pub fn prepare_dir(dir: &Path) -> io::Result<()> {
 }
 
 fn is_mount_point(p: &Path) -> bool {
-    let Ok(info) = fs::read_to_string("/proc/self/mountinfo") else {
-        return false;
-    };
-    let Ok(p) = p.canonicalize() else {
-        return false;
-    };
-    info.lines()
-        .filter_map(|l| l.split(' ').nth(4))
-        .any(|m| Path::new(m) == p)
+    crate::fsutil::is_mount_point(p).unwrap_or(false)
 }
 
 /// Builds a slot with the lowest free number not in `skip`. Blocking: run it off the async

@@ -73,37 +73,8 @@ fn default_size(data_dir: &Path) -> u64 {
 }
 
 fn is_mount_point(path: &Path) -> Result<bool, StorageError> {
-    let info = std::fs::read_to_string("/proc/self/mountinfo")
-        .map_err(|e| StorageError::io("reading /proc/self/mountinfo", e))?;
-    let canonical = path
-        .canonicalize()
-        .map_err(|e| StorageError::io(format!("resolving {}", path.display()), e))?;
-    let want = canonical.to_string_lossy();
-    Ok(info
-        .lines()
-        .filter_map(|l| l.split(' ').nth(4))
-        .any(|mp| unescape_mountinfo(mp) == want))
-}
-
-/// mountinfo escapes space, tab, newline and backslash as octal (`\040`).
-pub(crate) fn unescape_mountinfo(s: &str) -> String {
-    let b = s.as_bytes();
-    let mut out = Vec::with_capacity(b.len());
-    let mut i = 0;
-    while i < b.len() {
-        if b[i] == b'\\'
-            && i + 3 < b.len()
-            && b[i + 1..i + 4].iter().all(|c| (b'0'..=b'7').contains(c))
-        {
-            let v = (b[i + 1] - b'0') * 64 + (b[i + 2] - b'0') * 8 + (b[i + 3] - b'0');
-            out.push(v);
-            i += 4;
-        } else {
-            out.push(b[i]);
-            i += 1;
-        }
-    }
-    String::from_utf8_lossy(&out).into_owned()
+    crate::fsutil::is_mount_point(path)
+        .map_err(|e| StorageError::io(format!("checking whether {} is a mount", path.display()), e))
 }
 
 fn run(cmd: &mut Command, what: &str, hint: &str) -> Result<(), StorageError> {
@@ -158,14 +129,3 @@ fn mount_image(image: &Path, root: &Path) -> Result<(), StorageError> {
     )
 }
 
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn mountinfo_escapes() {
-        assert_eq!(unescape_mountinfo(r"/a\040b"), "/a b");
-        assert_eq!(unescape_mountinfo(r"/a\\b"), r"/a\\b");
-        assert_eq!(unescape_mountinfo("/plain"), "/plain");
-    }
-}

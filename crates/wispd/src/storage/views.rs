@@ -18,7 +18,7 @@ use std::path::{Path, PathBuf};
 
 use nix::mount::{mount, umount2, MntFlags, MsFlags};
 
-use super::pool_mount::unescape_mountinfo;
+use crate::fsutil::is_mount_point;
 
 /// How many checkpoints are visible inside a sprite.
 pub const VISIBLE: usize = 5;
@@ -34,26 +34,23 @@ fn ctx(what: String) -> impl FnOnce(nix::Error) -> io::Error {
     move |e| io::Error::new(io::Error::from(e).kind(), format!("{what}: {e}"))
 }
 
-/// Mount points strictly below `dir`, deepest first.
+/// The views mounted in `dir`: its entries that are mount points. Views are only ever
+/// mounted directly in `dir` (a tmpfs of empty mount point directories), so its entries are
+/// the whole story, without reading the host's mount table.
 fn mounts_below(dir: &Path) -> io::Result<Vec<PathBuf>> {
-    let info = std::fs::read_to_string("/proc/self/mountinfo")?;
-    let mut found: Vec<PathBuf> = info
-        .lines()
-        .filter_map(|l| l.split(' ').nth(4))
-        .map(|mp| PathBuf::from(unescape_mountinfo(mp)))
-        .filter(|mp| mp.starts_with(dir) && mp != dir)
-        .collect();
-    found.sort_by_key(|p| std::cmp::Reverse(p.components().count()));
-    found.dedup();
+    let mut found = Vec::new();
+    let entries = match std::fs::read_dir(dir) {
+        Ok(e) => e,
+        Err(e) if e.kind() == io::ErrorKind::NotFound => return Ok(found),
+        Err(e) => return Err(e),
+    };
+    for entry in entries {
+        let path = entry?.path();
+        if is_mount_point(&path)? {
+            found.push(path);
+        }
+    }
     Ok(found)
-}
-
-fn is_mount_point(dir: &Path) -> io::Result<bool> {
-    let info = std::fs::read_to_string("/proc/self/mountinfo")?;
-    Ok(info
-        .lines()
-        .filter_map(|l| l.split(' ').nth(4))
-        .any(|mp| Path::new(&unescape_mountinfo(mp)) == dir))
 }
 
 /// Makes `dir` the shared tmpfs the views hang from (a no-op if it already is). Must run
@@ -157,6 +154,9 @@ pub fn sync(dir: &Path, wanted: &[View], base: &Path, idmap: Option<&IdMapping>)
 
 /// Unmounts every view and the tmpfs itself (the sprite stopped or is being destroyed).
 pub fn clear(dir: &Path) -> io::Result<()> {
+    if !dir.exists() {
+        return Ok(());
+    }
     for mp in mounts_below(dir)? {
         umount2(&mp, MntFlags::MNT_DETACH).map_err(ctx(format!("unmounting {}", mp.display())))?;
     }

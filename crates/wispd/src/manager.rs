@@ -11,6 +11,7 @@
 mod checkpoints;
 mod hooks;
 mod services;
+mod status_counts;
 
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
@@ -76,6 +77,7 @@ pub struct SpriteManager {
     pool: Arc<dyn StoragePool>,
     locks: Mutex<HashMap<String, Arc<tokio::sync::Mutex<()>>>>,
     activity: Arc<Activity>,
+    counts: status_counts::CountCache,
 }
 
 impl std::fmt::Debug for SpriteManager {
@@ -103,6 +105,7 @@ impl SpriteManager {
             pool,
             locks: Mutex::new(HashMap::new()),
             activity: Arc::default(),
+            counts: Default::default(),
         })
     }
 

@@ -41,7 +41,14 @@ impl StatusCounts {
 /// or destroy changes the ids and so misses the cache.
 #[derive(Debug, Default)]
 pub struct CountCache {
-    entries: Mutex<HashMap<String, (Instant, Vec<String>, StatusCounts)>>,
+    entries: Mutex<HashMap<String, Entry>>,
+}
+
+#[derive(Debug)]
+struct Entry {
+    at: Instant,
+    ids: Vec<String>,
+    counts: StatusCounts,
 }
 
 impl SpriteManager {
@@ -51,8 +58,8 @@ impl SpriteManager {
         if let Some(key) = key {
             let cached = self.counts.entries.lock().ok().and_then(|m| {
                 m.get(key)
-                    .filter(|(at, of, _)| at.elapsed() < TTL && of.as_slice() == ids)
-                    .map(|(_, _, c)| *c)
+                    .filter(|e| e.at.elapsed() < TTL && e.ids.as_slice() == ids)
+                    .map(|e| e.counts)
             });
             if let Some(c) = cached {
                 return c;
@@ -62,8 +69,13 @@ impl SpriteManager {
         let counts = StatusCounts::of(statuses.values());
         if let (Some(key), Ok(mut m)) = (key, self.counts.entries.lock()) {
             // Entries of orgs nobody lists any more would pile up: drop the stale ones.
-            m.retain(|_, (at, _, _)| at.elapsed() < TTL);
-            m.insert(key.to_string(), (Instant::now(), ids.to_vec(), counts));
+            m.retain(|_, e| e.at.elapsed() < TTL);
+            let entry = Entry {
+                at: Instant::now(),
+                ids: ids.to_vec(),
+                counts,
+            };
+            m.insert(key.to_string(), entry);
         }
         counts
     }

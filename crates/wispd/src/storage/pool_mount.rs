@@ -128,4 +128,3 @@ fn mount_image(image: &Path, root: &Path) -> Result<(), StorageError> {
         "mount(8) from util-linux is needed",
     )
 }
-

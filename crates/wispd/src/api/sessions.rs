@@ -116,6 +116,18 @@ pub fn parse_kill_params(pairs: &[(String, String)]) -> Result<(i32, String, Dur
 
 /// `POST .../exec/{id}/kill`: signal, wait up to `timeout`, escalate to SIGKILL; progress is
 /// streamed as NDJSON. `timeout=0` sends the signal and does not wait.
+#[utoipa::path(
+    operation_id = "sessions_kill",
+    post,
+    path = "/v1/sprites/{name}/exec/{session_id}/kill",
+    tag = "exec",
+    params(crate::api::openapi::params::SessionPath, crate::api::openapi::params::KillQuery),
+    responses(
+        (status = 200, description = "Progress, one JSON event a line", content_type = "application/x-ndjson"),
+        (status = 400, description = "Invalid parameters", body = wisp_api::error::ErrorBody),
+        (status = 404, description = "No such sprite or session", body = wisp_api::error::ErrorBody),
+    ),
+)]
 pub async fn kill(
     State(st): State<AppState>,
     Extension(caller): Extension<Caller>,

@@ -242,6 +242,10 @@ pub fn log_path_inside(name: &str) -> String {
 #[derive(Debug, Clone, Serialize, Deserialize, PartialEq, Eq)]
 #[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 pub struct SignalRequest {
+    #[cfg_attr(
+        feature = "openapi",
+        schema(pattern = "^[a-z0-9]([a-z0-9-]{0,61}[a-z0-9])?$")
+    )]
     pub name: String,
     pub signal: String,
 }

@@ -29,8 +29,10 @@ pub const URL_AUTH_PUBLIC: &str = "public";
 #[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 pub struct UrlSettingsPatch {
     #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[cfg_attr(feature = "openapi", schema(pattern = "^(sprite|public)$"))]
     pub auth: Option<String>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[cfg_attr(feature = "openapi", schema(pattern = "^(admins|org_users)$"))]
     pub private_access: Option<String>,
 }
 
@@ -139,6 +141,10 @@ impl Lifecycle {
 #[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 pub struct CreateSpriteRequest {
     #[serde(default)]
+    #[cfg_attr(
+        feature = "openapi",
+        schema(pattern = "^[a-z0-9]([a-z0-9-]{0,61}[a-z0-9])?$")
+    )]
     pub name: Option<String>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub url_settings: Option<UrlSettingsPatch>,

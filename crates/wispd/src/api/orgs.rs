@@ -168,6 +168,7 @@ pub async fn list(
 #[serde(deny_unknown_fields)]
 pub struct CreateOrgRequest {
     #[serde(default)]
+    #[schema(pattern = "^[a-z0-9]([a-z0-9-]{0,61}[a-z0-9])?$")]
     slug: Option<String>,
     #[serde(default)]
     name: Option<String>,

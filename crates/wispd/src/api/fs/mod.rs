@@ -234,7 +234,8 @@ impl RangeRequest {
     params(crate::api::openapi::params::SpritePath, crate::api::openapi::params::FsWriteQuery),
     request_body(content = Vec<u8>, description = "The file's new content", content_type = "application/octet-stream"),
     responses(
-        (status = 201, description = "Written", body = types::WriteResponse),
+        (status = 200, description = "Replaced an existing file", body = types::WriteResponse),
+        (status = 201, description = "Created a new file", body = types::WriteResponse),
         (status = 400, description = "Invalid parameters", body = wisp_api::error::ErrorBody),
         (status = 404, description = "No such sprite or file", body = wisp_api::error::ErrorBody),
         (status = 409, description = "A directory is in the way", body = wisp_api::error::ErrorBody),

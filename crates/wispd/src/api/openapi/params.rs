@@ -13,7 +13,10 @@ use utoipa::IntoParams;
 #[into_params(parameter_in = Path)]
 pub struct SpritePath {
     /// Sprite name: 1-63 of `[a-z0-9-]`, starting and ending with a letter or digit.
-    #[param(example = "my-sprite")]
+    #[param(
+        example = "my-sprite",
+        pattern = "^[a-z0-9]([a-z0-9-]{0,61}[a-z0-9])?$"
+    )]
     name: String,
 }
 
@@ -22,10 +25,16 @@ pub struct SpritePath {
 #[into_params(parameter_in = Path)]
 pub struct CheckpointPath {
     /// Sprite name.
-    #[param(example = "my-sprite")]
+    #[param(
+        example = "my-sprite",
+        pattern = "^[a-z0-9]([a-z0-9-]{0,61}[a-z0-9])?$"
+    )]
     name: String,
-    /// Checkpoint id: `v<n>` or `auto-<suffix>`.
-    #[param(example = "v1")]
+    /// Checkpoint id: `v<n>` or `auto-<suffix>` (`Current`, the live state, in a get).
+    #[param(
+        example = "v1",
+        pattern = "^(v(0|[1-9][0-9]{0,9})|auto-[A-Za-z0-9-]{1,40}|Current)$"
+    )]
     id: String,
 }
 
@@ -34,7 +43,10 @@ pub struct CheckpointPath {
 #[into_params(parameter_in = Path)]
 pub struct SessionPath {
     /// Sprite name.
-    #[param(example = "my-sprite")]
+    #[param(
+        example = "my-sprite",
+        pattern = "^[a-z0-9]([a-z0-9-]{0,61}[a-z0-9])?$"
+    )]
     name: String,
     /// Exec session id.
     session_id: String,
@@ -45,10 +57,13 @@ pub struct SessionPath {
 #[into_params(parameter_in = Path)]
 pub struct ServicePath {
     /// Sprite name.
-    #[param(example = "my-sprite")]
+    #[param(
+        example = "my-sprite",
+        pattern = "^[a-z0-9]([a-z0-9-]{0,61}[a-z0-9])?$"
+    )]
     name: String,
-    /// Service name.
-    #[param(example = "web")]
+    /// Service name (the sprite-name rules).
+    #[param(example = "web", pattern = "^[a-z0-9]([a-z0-9-]{0,61}[a-z0-9])?$")]
     svc: String,
 }
 
@@ -57,7 +72,7 @@ pub struct ServicePath {
 #[into_params(parameter_in = Path)]
 pub struct OrgPath {
     /// Organization slug (a DNS label).
-    #[param(example = "default")]
+    #[param(example = "default", pattern = "^[a-z0-9]([a-z0-9-]{0,61}[a-z0-9])?$")]
     slug: String,
 }
 
@@ -66,7 +81,7 @@ pub struct OrgPath {
 #[into_params(parameter_in = Path)]
 pub struct TokenPath {
     /// Organization slug.
-    #[param(example = "default")]
+    #[param(example = "default", pattern = "^[a-z0-9]([a-z0-9-]{0,61}[a-z0-9])?$")]
     slug: String,
     /// Token id (never the secret).
     id: String,

@@ -79,7 +79,11 @@ fn query(raw: Option<String>) -> Query {
     get,
     path = "/v1/sprites/{name}/fs/read",
     tag = "fs",
-    params(crate::api::openapi::params::SpritePath, crate::api::openapi::params::FsReadQuery),
+    params(
+        crate::api::openapi::params::SpritePath,
+        crate::api::openapi::params::FsReadQuery,
+        ("Range" = Option<String>, Header, description = "One byte range, `bytes=a-b`, `bytes=a-` or `bytes=-n`; ignored when the query has `start` or `end`"),
+    ),
     responses(
         (status = 200, description = "The file's bytes", content_type = "application/octet-stream"),
         (status = 206, description = "A byte range (`start`/`end` or a `Range` header)", content_type = "application/octet-stream"),

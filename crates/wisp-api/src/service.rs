@@ -12,6 +12,7 @@ use serde::{Deserialize, Deserializer, Serialize};
 #[derive(Debug, Clone, Default, Serialize, Deserialize, PartialEq, Eq)]
 #[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 pub struct ServiceRequest {
+    #[cfg_attr(feature = "openapi", schema(min_length = 1))]
     pub cmd: String,
     #[serde(default, deserialize_with = "null_default")]
     pub args: Vec<String>,

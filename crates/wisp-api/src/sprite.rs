@@ -143,7 +143,11 @@ pub struct CreateSpriteRequest {
     #[serde(default)]
     #[cfg_attr(
         feature = "openapi",
-        schema(pattern = "^[a-z0-9]([a-z0-9-]{0,61}[a-z0-9])?$")
+        schema(
+            required = true,
+            nullable = false,
+            pattern = "^[a-z0-9]([a-z0-9-]{0,61}[a-z0-9])?$"
+        )
     )]
     pub name: Option<String>,
     #[serde(default, skip_serializing_if = "Option::is_none")]

@@ -230,7 +230,7 @@ fn ndjson(mut rx: UnboundedReceiver<StreamEvent>, done: String, id: &str) -> Res
     path = "/v1/sprites/{name}/checkpoint",
     tag = "checkpoints",
     params(crate::api::openapi::params::SpritePath),
-    request_body = wisp_api::checkpoint::CreateCheckpointRequest,
+    request_body(content = Option<wisp_api::checkpoint::CreateCheckpointRequest>, description = "Optional: no body is `{}`"),
     responses(
         (status = 200, description = "Progress, one JSON event a line; the last is `complete` or `error`", body = wisp_api::checkpoint::StreamEvent, content_type = "application/x-ndjson"),
         (status = 400, description = "Invalid parameters", body = wisp_api::error::ErrorBody),

@@ -168,7 +168,11 @@ pub async fn list(
 #[serde(deny_unknown_fields)]
 pub struct CreateOrgRequest {
     #[serde(default)]
-    #[schema(pattern = "^[a-z0-9]([a-z0-9-]{0,61}[a-z0-9])?$")]
+    #[schema(
+        required = true,
+        nullable = false,
+        pattern = "^[a-z0-9]([a-z0-9-]{0,61}[a-z0-9])?$"
+    )]
     slug: Option<String>,
     #[serde(default)]
     name: Option<String>,
@@ -388,7 +392,7 @@ pub struct CreateTokenRequest {
     path = "/v1/organizations/{slug}/tokens",
     tag = "organizations",
     params(crate::api::openapi::params::OrgPath),
-    request_body = CreateTokenRequest,
+    request_body(content = Option<CreateTokenRequest>, description = "Optional: no body is `{}`"),
     responses(
         (status = 201, description = "Minted; the secret is shown only here", body = crate::api::openapi::schemas::MintedToken),
         (status = 400, description = "Invalid parameters", body = wisp_api::error::ErrorBody),

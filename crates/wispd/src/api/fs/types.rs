@@ -148,7 +148,9 @@ pub struct DeleteBody {
 #[derive(Debug, Clone, Default, Serialize, Deserialize, utoipa::ToSchema)]
 #[serde(default, rename_all = "camelCase")]
 pub struct RenameBody {
+    #[schema(min_length = 1)]
     pub source: String,
+    #[schema(min_length = 1)]
     pub dest: String,
     #[serde(alias = "working_dir")]
     pub working_dir: Option<String>,
@@ -160,7 +162,9 @@ pub struct RenameBody {
 #[derive(Debug, Clone, Default, Serialize, Deserialize, utoipa::ToSchema)]
 #[serde(default, rename_all = "camelCase")]
 pub struct CopyBody {
+    #[schema(min_length = 1)]
     pub source: String,
+    #[schema(min_length = 1)]
     pub dest: String,
     #[serde(alias = "working_dir")]
     pub working_dir: Option<String>,
@@ -176,6 +180,7 @@ pub struct CopyBody {
 #[derive(Debug, Clone, Default, Serialize, Deserialize, utoipa::ToSchema)]
 #[serde(default, rename_all = "camelCase")]
 pub struct ChmodBody {
+    #[schema(min_length = 1)]
     pub path: String,
     #[serde(alias = "working_dir")]
     pub working_dir: Option<String>,
@@ -190,6 +195,7 @@ pub struct ChmodBody {
 #[derive(Debug, Clone, Default, Serialize, Deserialize, utoipa::ToSchema)]
 #[serde(default, rename_all = "camelCase")]
 pub struct ChownBody {
+    #[schema(min_length = 1)]
     pub path: String,
     #[serde(alias = "working_dir")]
     pub working_dir: Option<String>,

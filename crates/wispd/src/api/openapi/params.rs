@@ -169,6 +169,7 @@ pub struct ProxyQuery {
 #[into_params(parameter_in = Query)]
 pub struct FsReadQuery {
     /// File path, relative to `workingDir`.
+    #[param(min_length = 1)]
     path: String,
     /// Base of a relative `path`; default `/`.
     #[param(rename = "workingDir")]
@@ -187,6 +188,7 @@ pub struct FsReadQuery {
 #[into_params(parameter_in = Query)]
 pub struct FsWriteQuery {
     /// File path, relative to `workingDir`.
+    #[param(min_length = 1)]
     path: String,
     /// Base of a relative `path`; default `/`.
     #[param(rename = "workingDir")]
@@ -207,6 +209,7 @@ pub struct FsWriteQuery {
 #[into_params(parameter_in = Query)]
 pub struct FsListQuery {
     /// Directory path, relative to `workingDir`.
+    #[param(min_length = 1)]
     path: String,
     /// Base of a relative `path`; default `/`.
     #[param(rename = "workingDir")]

@@ -142,7 +142,7 @@ pub struct ExecQuery {
 pub struct KillQuery {
     /// Signal name or number; default `SIGTERM`.
     signal: Option<String>,
-    /// How long to wait before SIGKILL (Go duration); `0` does not wait.
+    /// How long to wait before SIGKILL (Go duration, at most 1h); `0` does not wait.
     timeout: Option<String>,
 }
 

@@ -5,6 +5,7 @@ use serde::{Deserialize, Serialize};
 
 /// A checkpoint as `GET .../checkpoints` and `GET .../checkpoints/{id}` return it.
 #[derive(Debug, Clone, Serialize, Deserialize, PartialEq, Eq)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 pub struct Checkpoint {
     /// `v0`, `v1`, … for user checkpoints, `auto-…` for automatic ones, `Current` for the
     /// live state's pseudo entry in lists.
@@ -30,6 +31,7 @@ pub const CURRENT: &str = "Current";
 
 /// `POST .../checkpoint` body; the SDKs send `{}` when there is no comment.
 #[derive(Debug, Clone, Default, Serialize, Deserialize, PartialEq, Eq)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 pub struct CreateCheckpointRequest {
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub comment: Option<String>,
@@ -40,6 +42,7 @@ pub const MAX_COMMENT_BYTES: usize = 1024;
 
 /// One line of the NDJSON stream of checkpoint create and restore.
 #[derive(Debug, Clone, Serialize, Deserialize, PartialEq, Eq)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 #[serde(tag = "type", rename_all = "lowercase")]
 pub enum StreamEvent {
     Info {
@@ -80,6 +83,7 @@ pub fn is_valid_checkpoint_id(id: &str) -> bool {
 /// `"from"` of `POST /v1/sprites` (a Wisp extension): create the new sprite as a fork of
 /// another sprite's checkpoint, its latest one when `checkpoint` is omitted.
 #[derive(Debug, Clone, Serialize, Deserialize, PartialEq, Eq)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 pub struct ForkSource {
     pub sprite: String,
     #[serde(default, skip_serializing_if = "Option::is_none")]

@@ -4,6 +4,7 @@ use serde::{Deserialize, Serialize};
 
 /// `{"error": "...", "code"?: "...", ...}`; the SDKs read `error` (and `message` on 429s).
 #[derive(Debug, Clone, Default, Serialize, Deserialize, PartialEq)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 pub struct ErrorBody {
     pub error: String,
     #[serde(default, skip_serializing_if = "Option::is_none")]

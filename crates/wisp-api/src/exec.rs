@@ -75,6 +75,7 @@ pub fn exit_byte(code: i32) -> u8 {
 
 /// JSON text messages on an exec socket, both directions.
 #[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 #[serde(tag = "type", rename_all = "snake_case")]
 pub enum TextMessage {
     Resize {
@@ -280,6 +281,7 @@ impl ExecParams {
 
 /// An entry of `GET .../exec` (the session list).
 #[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 pub struct SessionEntry {
     pub id: String,
     pub command: String,
@@ -294,6 +296,7 @@ pub struct SessionEntry {
 
 /// `GET .../exec` response body.
 #[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 pub struct SessionList {
     pub sessions: Vec<SessionEntry>,
     pub count: usize,

@@ -10,7 +10,9 @@ use serde::{Deserialize, Deserializer, Serialize};
 /// `/`), `args` its arguments. The JS SDK sends `httpPort`, the others `http_port`; both are
 /// accepted. `null` reads as absent.
 #[derive(Debug, Clone, Default, Serialize, Deserialize, PartialEq, Eq)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 pub struct ServiceRequest {
+    #[cfg_attr(feature = "openapi", schema(min_length = 1))]
     pub cmd: String,
     #[serde(default, deserialize_with = "null_default")]
     pub args: Vec<String>,
@@ -89,6 +91,7 @@ impl ServiceRequest {
 
 /// What a service is doing.
 #[derive(Debug, Clone, Copy, Serialize, Deserialize, PartialEq, Eq)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 #[serde(rename_all = "lowercase")]
 pub enum ServiceStatus {
     /// Stopped on request (sticky: it stays stopped across wakes until started again).
@@ -127,6 +130,7 @@ impl ServiceStatus {
 
 /// `state` of a service object. Unset times are omitted (never Go zero times).
 #[derive(Debug, Clone, Serialize, Deserialize, PartialEq, Eq)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 pub struct ServiceState {
     pub name: String,
     pub status: ServiceStatus,
@@ -149,6 +153,7 @@ pub struct ServiceState {
 /// A service object (`GET .../services[/{name}]`). `args`, `needs` and `env` are always
 /// present (empty when unset).
 #[derive(Debug, Clone, Serialize, Deserialize, PartialEq, Eq)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 pub struct Service {
     pub name: String,
     pub cmd: String,
@@ -168,6 +173,7 @@ pub struct Service {
 
 /// The type of a [`ServiceLogEvent`].
 #[derive(Debug, Clone, Copy, Serialize, Deserialize, PartialEq, Eq)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 #[serde(rename_all = "lowercase")]
 pub enum LogEventType {
     Started,
@@ -183,6 +189,7 @@ pub enum LogEventType {
 /// One line of the NDJSON streams of services: `started` → `stdout`/`stderr`* → `exit` (if
 /// the process died) → `complete`; stop: `stopping` → `stopped` → `complete`.
 #[derive(Debug, Clone, Serialize, Deserialize, PartialEq, Eq)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 pub struct ServiceLogEvent {
     #[serde(rename = "type")]
     pub kind: LogEventType,
@@ -234,7 +241,12 @@ pub fn log_path_inside(name: &str) -> String {
 
 /// `POST .../services/signal` body.
 #[derive(Debug, Clone, Serialize, Deserialize, PartialEq, Eq)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 pub struct SignalRequest {
+    #[cfg_attr(
+        feature = "openapi",
+        schema(pattern = "^[a-z0-9]([a-z0-9-]{0,61}[a-z0-9])?$")
+    )]
     pub name: String,
     pub signal: String,
 }

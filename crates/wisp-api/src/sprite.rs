@@ -4,6 +4,7 @@ use serde::{Deserialize, Serialize};
 
 /// `url_settings` of a sprite.
 #[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 pub struct UrlSettings {
     /// `sprite` (token required) or `public`.
     pub auth: String,
@@ -25,10 +26,13 @@ pub const URL_AUTH_PUBLIC: &str = "public";
 
 /// A partial `url_settings` as sent in create and update bodies.
 #[derive(Debug, Clone, Default, Serialize, Deserialize, PartialEq)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 pub struct UrlSettingsPatch {
     #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[cfg_attr(feature = "openapi", schema(pattern = "^(sprite|public)$"))]
     pub auth: Option<String>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[cfg_attr(feature = "openapi", schema(pattern = "^(admins|org_users)$"))]
     pub private_access: Option<String>,
 }
 
@@ -51,6 +55,7 @@ impl UrlSettingsPatch {
 
 /// Lifecycle state as the API shows it.
 #[derive(Debug, Clone, Copy, Serialize, Deserialize, PartialEq, Eq)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 #[serde(rename_all = "lowercase")]
 pub enum SpriteStatus {
     Running,
@@ -70,6 +75,7 @@ impl SpriteStatus {
 
 /// The full sprite object returned by create, get, update and list.
 #[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 pub struct Sprite {
     pub id: String,
     pub name: String,
@@ -95,6 +101,7 @@ pub struct Sprite {
 /// sleeps). In a create or update, `"default"` goes back to the daemon's setting and an omitted
 /// field is left as it is.
 #[derive(Debug, Clone, Default, Serialize, Deserialize, PartialEq)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 pub struct Lifecycle {
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub idle_timeout: Option<String>,
@@ -131,8 +138,17 @@ impl Lifecycle {
 
 /// `POST /v1/sprites`.
 #[derive(Debug, Clone, Default, Serialize, Deserialize, PartialEq)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 pub struct CreateSpriteRequest {
     #[serde(default)]
+    #[cfg_attr(
+        feature = "openapi",
+        schema(
+            required = true,
+            nullable = false,
+            pattern = "^[a-z0-9]([a-z0-9-]{0,61}[a-z0-9])?$"
+        )
+    )]
     pub name: Option<String>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub url_settings: Option<UrlSettingsPatch>,
@@ -156,6 +172,7 @@ pub struct CreateSpriteRequest {
 
 /// `PUT /v1/sprites/{name}`: omitted fields stay as they are.
 #[derive(Debug, Clone, Default, Serialize, Deserialize, PartialEq)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 pub struct UpdateSpriteRequest {
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub url_settings: Option<UrlSettingsPatch>,
@@ -170,6 +187,7 @@ pub struct UpdateSpriteRequest {
 
 /// Organization counts attached to a list page.
 #[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 pub struct OrgInfo {
     pub name: String,
     pub running: u64,
@@ -179,6 +197,7 @@ pub struct OrgInfo {
 
 /// `GET /v1/sprites`.
 #[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 pub struct ListSpritesResponse {
     pub sprites: Vec<Sprite>,
     pub has_more: bool,

@@ -114,6 +114,17 @@ fn all_checkpoints(
 
 /// `GET .../checkpoints[?includeAuto=true][&history=<id>]`: newest first, `Current` on top.
 /// `history=<id>` keeps the checkpoints that descend from `<id>`.
+#[utoipa::path(
+    operation_id = "checkpoints_list",
+    get,
+    path = "/v1/sprites/{name}/checkpoints",
+    tag = "checkpoints",
+    params(crate::api::openapi::params::SpritePath, crate::api::openapi::params::CheckpointListQuery),
+    responses(
+        (status = 200, description = "Newest first, the live state (`Current`) on top", body = Vec<wisp_api::checkpoint::Checkpoint>),
+        (status = 404, description = "No such sprite", body = wisp_api::error::ErrorBody),
+    ),
+)]
 pub async fn list(
     State(st): State<AppState>,
     Extension(caller): Extension<Caller>,
@@ -131,6 +142,17 @@ pub async fn list(
 }
 
 /// `GET .../checkpoints/{id}`.
+#[utoipa::path(
+    operation_id = "checkpoints_get",
+    get,
+    path = "/v1/sprites/{name}/checkpoints/{id}",
+    tag = "checkpoints",
+    params(crate::api::openapi::params::CheckpointPath),
+    responses(
+        (status = 200, description = "The checkpoint", body = wisp_api::checkpoint::Checkpoint),
+        (status = 404, description = "No such sprite or checkpoint", body = wisp_api::error::ErrorBody),
+    ),
+)]
 pub async fn get(
     State(st): State<AppState>,
     Extension(caller): Extension<Caller>,
@@ -148,6 +170,18 @@ pub async fn get(
 }
 
 /// `DELETE .../checkpoints/{id}`: 204; 409 for the current one.
+#[utoipa::path(
+    operation_id = "checkpoints_delete",
+    delete,
+    path = "/v1/sprites/{name}/checkpoints/{id}",
+    tag = "checkpoints",
+    params(crate::api::openapi::params::CheckpointPath),
+    responses(
+        (status = 204, description = "Deleted"),
+        (status = 404, description = "No such sprite or checkpoint", body = wisp_api::error::ErrorBody),
+        (status = 409, description = "The live state descends from it", body = wisp_api::error::ErrorBody),
+    ),
+)]
 pub async fn delete(
     State(st): State<AppState>,
     Extension(caller): Extension<Caller>,
@@ -190,6 +224,20 @@ fn ndjson(mut rx: UnboundedReceiver<StreamEvent>, done: String, id: &str) -> Res
 }
 
 /// `POST .../checkpoint`.
+#[utoipa::path(
+    operation_id = "checkpoints_create",
+    post,
+    path = "/v1/sprites/{name}/checkpoint",
+    tag = "checkpoints",
+    params(crate::api::openapi::params::SpritePath),
+    request_body(content = Option<wisp_api::checkpoint::CreateCheckpointRequest>, description = "Optional: no body is `{}`"),
+    responses(
+        (status = 200, description = "Progress, one JSON event a line; the last is `complete` or `error`", body = wisp_api::checkpoint::StreamEvent, content_type = "application/x-ndjson"),
+        (status = 400, description = "Invalid parameters", body = wisp_api::error::ErrorBody),
+        (status = 404, description = "No such sprite", body = wisp_api::error::ErrorBody),
+        (status = 507, description = "The storage pool is full", body = wisp_api::error::ErrorBody),
+    ),
+)]
 pub async fn create(
     State(st): State<AppState>,
     Extension(caller): Extension<Caller>,
@@ -214,6 +262,17 @@ pub async fn create(
 }
 
 /// `POST .../checkpoints/{id}/restore`.
+#[utoipa::path(
+    operation_id = "checkpoints_restore",
+    post,
+    path = "/v1/sprites/{name}/checkpoints/{id}/restore",
+    tag = "checkpoints",
+    params(crate::api::openapi::params::CheckpointPath),
+    responses(
+        (status = 200, description = "Progress, one JSON event a line", body = wisp_api::checkpoint::StreamEvent, content_type = "application/x-ndjson"),
+        (status = 404, description = "No such sprite or checkpoint", body = wisp_api::error::ErrorBody),
+    ),
+)]
 pub async fn restore(
     State(st): State<AppState>,
     Extension(caller): Extension<Caller>,

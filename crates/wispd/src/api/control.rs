@@ -92,6 +92,19 @@ pub enum ClientControl {
 /// `GET .../control` with an upgrade. The sprite is looked up (404) and an auto-started
 /// operation's parameters checked (400) before upgrading; nothing is woken until an operation
 /// starts, so that the Go SDK's dial on every `Sprite()` stays cheap.
+#[utoipa::path(
+    operation_id = "control_control_get",
+    get,
+    path = "/v1/sprites/{name}/control",
+    tag = "exec",
+    params(crate::api::openapi::params::SpritePath, crate::api::openapi::params::ControlQuery),
+    responses(
+        (status = 101, description = "The control socket: `control:{...}` text frames start operations (exec, proxy) one at a time. Switched to a WebSocket"),
+        (status = 400, description = "Invalid parameters", body = wisp_api::error::ErrorBody),
+        (status = 404, description = "No such sprite", body = wisp_api::error::ErrorBody),
+        (status = 426, description = "Not a WebSocket upgrade", body = wisp_api::error::ErrorBody),
+    ),
+)]
 pub async fn control_get(
     State(st): State<AppState>,
     Extension(caller): Extension<Caller>,

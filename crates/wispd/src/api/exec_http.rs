@@ -39,6 +39,21 @@ fn refuse_ws_only(pairs: &[(String, String)]) -> Result<(), ApiError> {
     Ok(())
 }
 
+#[utoipa::path(
+    operation_id = "exec_http_exec_post",
+    post,
+    path = "/v1/sprites/{name}/exec",
+    tag = "exec",
+    params(crate::api::openapi::params::SpritePath, crate::api::openapi::params::ExecQuery),
+    request_body(content = Vec<u8>, description = "stdin, when `stdin=true`", content_type = "application/octet-stream"),
+    responses(
+        (status = 200, description = "The output as it comes: stream frames (one stream byte, then data; exit `[3, code]`)", content_type = "application/octet-stream"),
+        (status = 400, description = "Invalid parameters", body = wisp_api::error::ErrorBody),
+        (status = 404, description = "No such sprite", body = wisp_api::error::ErrorBody),
+        (status = 413, description = "stdin is larger than 64 MiB", body = wisp_api::error::ErrorBody),
+        (status = 503, description = "The sprite could not be woken or started", body = wisp_api::error::ErrorBody),
+    ),
+)]
 pub async fn exec_post(
     State(st): State<AppState>,
     Extension(caller): Extension<Caller>,

@@ -27,6 +27,20 @@ fn wants_websocket(headers: &HeaderMap) -> bool {
         .is_some_and(|v| v.to_ascii_lowercase().contains("websocket"))
 }
 
+#[utoipa::path(
+    operation_id = "exec_ws_exec_get",
+    get,
+    path = "/v1/sprites/{name}/exec",
+    tag = "exec",
+    params(crate::api::openapi::params::SpritePath, crate::api::openapi::params::ExecQuery),
+    responses(
+        (status = 101, description = "With `Upgrade: websocket`: the exec session; binary frames carry stdin/stdout/stderr (one stream byte, then data), text frames `TextMessage`. Switched to a WebSocket"),
+        (status = 200, description = "Without an upgrade: the sprite's exec sessions", body = wisp_api::exec::SessionList),
+        (status = 400, description = "Invalid parameters", body = wisp_api::error::ErrorBody),
+        (status = 404, description = "No such sprite", body = wisp_api::error::ErrorBody),
+        (status = 503, description = "The sprite could not be woken or started", body = wisp_api::error::ErrorBody),
+    ),
+)]
 pub async fn exec_get(
     State(st): State<AppState>,
     Extension(caller): Extension<Caller>,
@@ -41,6 +55,19 @@ pub async fn exec_get(
     upgrade(st, caller, name, raw, None, ws).await
 }
 
+#[utoipa::path(
+    operation_id = "exec_ws_session_get",
+    get,
+    path = "/v1/sprites/{name}/exec/{session_id}",
+    tag = "exec",
+    params(crate::api::openapi::params::SessionPath, crate::api::openapi::params::ExecQuery),
+    responses(
+        (status = 101, description = "With `Upgrade: websocket`: attached to the session. Switched to a WebSocket"),
+        (status = 200, description = "Without an upgrade: the session", body = wisp_api::exec::SessionEntry),
+        (status = 400, description = "Invalid parameters", body = wisp_api::error::ErrorBody),
+        (status = 404, description = "No such sprite or session", body = wisp_api::error::ErrorBody),
+    ),
+)]
 pub async fn session_get(
     State(st): State<AppState>,
     Extension(caller): Extension<Caller>,
@@ -56,6 +83,17 @@ pub async fn session_get(
 }
 
 /// `HEAD .../exec`: the Go SDK reads `Sprite-Version` here before attaching.
+#[utoipa::path(
+    operation_id = "exec_ws_exec_head",
+    head,
+    path = "/v1/sprites/{name}/exec",
+    tag = "exec",
+    params(crate::api::openapi::params::SpritePath),
+    responses(
+        (status = 200, description = "The sprite exists; `Sprite-Version` names the server"),
+        (status = 404, description = "No such sprite", body = wisp_api::error::ErrorBody),
+    ),
+)]
 pub async fn exec_head(
     State(st): State<AppState>,
     Extension(caller): Extension<Caller>,

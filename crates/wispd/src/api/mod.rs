@@ -13,6 +13,7 @@ mod exec_ws;
 pub(crate) mod extract;
 mod fs;
 mod list_params;
+mod openapi;
 mod orgs;
 mod policy;
 mod ports;
@@ -110,6 +111,8 @@ pub fn router(state: AppState) -> Router {
         // Services (§3.8): definitions, start/stop/restart, signals, logs.
         .merge(services::routes())
         .route_layer(from_fn_with_state(state.clone(), auth::require_auth))
+        // After the auth layer, so public: clients and fuzzers read it before they have a token.
+        .route("/v1/openapi.json", get(openapi::serve))
         .method_not_allowed_fallback(method_not_allowed)
         .fallback(not_found)
         .layer(DefaultBodyLimit::max(extract::JSON_BODY_LIMIT))
@@ -158,6 +161,15 @@ async fn method_not_allowed(method: Method, uri: Uri) -> ApiError {
 }
 
 /// `GET /v1/organization`: the old CLI's token check.
+#[utoipa::path(
+    operation_id = "meta_organization",
+    get,
+    path = "/v1/organization",
+    tag = "meta",
+    responses(
+        (status = 200, description = "The caller's organization", body = crate::api::openapi::schemas::CallerOrganization),
+    ),
+)]
 async fn organization(Extension(caller): Extension<Caller>) -> Json<serde_json::Value> {
     Json(json!({"organization": caller.org_slug, "resources": {}}))
 }

@@ -137,6 +137,15 @@ fn org_view(st: &AppState, org: &Organization) -> Result<Value, ApiError> {
     }))
 }
 
+#[utoipa::path(
+    operation_id = "orgs_list",
+    get,
+    path = "/v1/organizations",
+    tag = "organizations",
+    responses(
+        (status = 200, description = "All organizations (admins) or the caller's own", body = crate::api::openapi::schemas::OrganizationList),
+    ),
+)]
 pub async fn list(
     State(st): State<AppState>,
     Extension(caller): Extension<Caller>,
@@ -155,15 +164,32 @@ pub async fn list(
     Ok(Json(json!({ "organizations": views })))
 }
 
-#[derive(Debug, serde::Deserialize)]
+#[derive(Debug, serde::Deserialize, utoipa::ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct CreateOrgRequest {
     #[serde(default)]
+    #[schema(
+        required = true,
+        nullable = false,
+        pattern = "^[a-z0-9]([a-z0-9-]{0,61}[a-z0-9])?$"
+    )]
     slug: Option<String>,
     #[serde(default)]
     name: Option<String>,
 }
 
+#[utoipa::path(
+    operation_id = "orgs_create",
+    post,
+    path = "/v1/organizations",
+    tag = "organizations",
+    request_body = CreateOrgRequest,
+    responses(
+        (status = 201, description = "Created", body = crate::api::openapi::schemas::OrganizationView),
+        (status = 400, description = "Invalid parameters", body = wisp_api::error::ErrorBody),
+        (status = 409, description = "The slug is taken", body = wisp_api::error::ErrorBody),
+    ),
+)]
 pub async fn create(
     State(st): State<AppState>,
     Extension(grant): Extension<Grant>,
@@ -203,6 +229,17 @@ pub async fn create(
     Ok((StatusCode::CREATED, Json(org_view(&st, &org)?)))
 }
 
+#[utoipa::path(
+    operation_id = "orgs_show",
+    get,
+    path = "/v1/organizations/{slug}",
+    tag = "organizations",
+    params(crate::api::openapi::params::OrgPath),
+    responses(
+        (status = 200, description = "The organization with its limits", body = crate::api::openapi::schemas::OrganizationView),
+        (status = 404, description = "No such organization", body = wisp_api::error::ErrorBody),
+    ),
+)]
 pub async fn show(
     State(st): State<AppState>,
     Extension(caller): Extension<Caller>,
@@ -228,6 +265,19 @@ fn parse_limit(key: &str, v: &Value) -> Result<Limit, ApiError> {
     }
 }
 
+#[utoipa::path(
+    operation_id = "orgs_update",
+    put,
+    path = "/v1/organizations/{slug}",
+    tag = "organizations",
+    params(crate::api::openapi::params::OrgPath),
+    request_body = crate::api::openapi::schemas::UpdateOrgRequest,
+    responses(
+        (status = 200, description = "Updated", body = crate::api::openapi::schemas::OrganizationView),
+        (status = 400, description = "Invalid parameters", body = wisp_api::error::ErrorBody),
+        (status = 404, description = "No such organization", body = wisp_api::error::ErrorBody),
+    ),
+)]
 pub async fn update(
     State(st): State<AppState>,
     Extension(grant): Extension<Grant>,
@@ -296,6 +346,17 @@ fn token_view(t: &TokenRecord) -> Value {
     })
 }
 
+#[utoipa::path(
+    operation_id = "orgs_list_tokens",
+    get,
+    path = "/v1/organizations/{slug}/tokens",
+    tag = "organizations",
+    params(crate::api::openapi::params::OrgPath),
+    responses(
+        (status = 200, description = "Live tokens, without secrets", body = crate::api::openapi::schemas::TokenList),
+        (status = 404, description = "No such organization", body = wisp_api::error::ErrorBody),
+    ),
+)]
 pub async fn list_tokens(
     State(st): State<AppState>,
     Extension(caller): Extension<Caller>,
@@ -312,7 +373,7 @@ pub async fn list_tokens(
     Ok(Json(json!({ "tokens": tokens })))
 }
 
-#[derive(Debug, serde::Deserialize)]
+#[derive(Debug, serde::Deserialize, utoipa::ToSchema)]
 pub struct CreateTokenRequest {
     #[serde(default)]
     description: Option<String>,
@@ -325,6 +386,19 @@ pub struct CreateTokenRequest {
     invite_code: Option<String>,
 }
 
+#[utoipa::path(
+    operation_id = "orgs_create_token",
+    post,
+    path = "/v1/organizations/{slug}/tokens",
+    tag = "organizations",
+    params(crate::api::openapi::params::OrgPath),
+    request_body(content = Option<CreateTokenRequest>, description = "Optional: no body is `{}`"),
+    responses(
+        (status = 201, description = "Minted; the secret is shown only here", body = crate::api::openapi::schemas::MintedToken),
+        (status = 400, description = "Invalid parameters", body = wisp_api::error::ErrorBody),
+        (status = 404, description = "No such organization", body = wisp_api::error::ErrorBody),
+    ),
+)]
 pub async fn create_token(
     State(st): State<AppState>,
     Extension(caller): Extension<Caller>,
@@ -357,6 +431,17 @@ pub async fn create_token(
     Ok((StatusCode::CREATED, Json(v)))
 }
 
+#[utoipa::path(
+    operation_id = "orgs_revoke_token",
+    delete,
+    path = "/v1/organizations/{slug}/tokens/{id}",
+    tag = "organizations",
+    params(crate::api::openapi::params::TokenPath),
+    responses(
+        (status = 204, description = "Revoked; it stops working at once"),
+        (status = 404, description = "No such organization or token", body = wisp_api::error::ErrorBody),
+    ),
+)]
 pub async fn revoke_token(
     State(st): State<AppState>,
     Extension(caller): Extension<Caller>,

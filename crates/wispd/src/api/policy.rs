@@ -16,6 +16,17 @@ use super::sprites::find_sprite;
 use super::AppState;
 use crate::auth::Caller;
 
+#[utoipa::path(
+    operation_id = "policy_get_network",
+    get,
+    path = "/v1/sprites/{name}/policy/network",
+    tag = "network",
+    params(crate::api::openapi::params::SpritePath),
+    responses(
+        (status = 200, description = "The policy; no rules: unrestricted", body = wisp_api::policy::NetworkPolicy),
+        (status = 404, description = "No such sprite", body = wisp_api::error::ErrorBody),
+    ),
+)]
 pub async fn get_network(
     State(st): State<AppState>,
     Extension(caller): Extension<Caller>,
@@ -25,6 +36,19 @@ pub async fn get_network(
     Ok(Json(st.manager.runtime().network_policy(&row.id).await?))
 }
 
+#[utoipa::path(
+    operation_id = "policy_set_network",
+    post,
+    path = "/v1/sprites/{name}/policy/network",
+    tag = "network",
+    params(crate::api::openapi::params::SpritePath),
+    request_body = wisp_api::policy::NetworkPolicy,
+    responses(
+        (status = 204, description = "In force"),
+        (status = 400, description = "Invalid parameters", body = wisp_api::error::ErrorBody),
+        (status = 404, description = "No such sprite", body = wisp_api::error::ErrorBody),
+    ),
+)]
 pub async fn set_network(
     State(st): State<AppState>,
     Extension(caller): Extension<Caller>,

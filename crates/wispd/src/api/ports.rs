@@ -48,6 +48,18 @@ impl ListenPort {
     }
 }
 
+#[utoipa::path(
+    operation_id = "ports_ports_watch",
+    get,
+    path = "/v1/sprites/{name}/ports/watch",
+    tag = "network",
+    params(crate::api::openapi::params::SpritePath),
+    responses(
+        (status = 101, description = "Text frames `PortsMessage`: the listening ports, then changes. Switched to a WebSocket"),
+        (status = 404, description = "No such sprite", body = wisp_api::error::ErrorBody),
+        (status = 426, description = "Not a WebSocket upgrade", body = wisp_api::error::ErrorBody),
+    ),
+)]
 pub async fn ports_watch(
     State(st): State<AppState>,
     Extension(caller): Extension<Caller>,

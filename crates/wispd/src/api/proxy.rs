@@ -95,6 +95,20 @@ pub fn target_from_query(pairs: &[(String, String)]) -> Result<Option<Target>, S
     Target { host, port }.check().map(Some)
 }
 
+#[utoipa::path(
+    operation_id = "proxy_proxy_get",
+    get,
+    path = "/v1/sprites/{name}/proxy",
+    tag = "network",
+    params(crate::api::openapi::params::SpritePath, crate::api::openapi::params::ProxyQuery),
+    responses(
+        (status = 101, description = "A TCP connection into the sprite; without `port` in the query the first text frame is `{\"host\"?, \"port\"}`. Switched to a WebSocket"),
+        (status = 400, description = "Invalid parameters", body = wisp_api::error::ErrorBody),
+        (status = 404, description = "No such sprite", body = wisp_api::error::ErrorBody),
+        (status = 426, description = "Not a WebSocket upgrade", body = wisp_api::error::ErrorBody),
+        (status = 503, description = "The sprite could not be woken or started", body = wisp_api::error::ErrorBody),
+    ),
+)]
 pub async fn proxy_get(
     State(st): State<AppState>,
     Extension(caller): Extension<Caller>,

@@ -149,6 +149,18 @@ fn object(v: ServiceView) -> Service {
 }
 
 /// `GET .../services`: a bare array, by name.
+#[utoipa::path(
+    operation_id = "services_list",
+    get,
+    path = "/v1/sprites/{name}/services",
+    tag = "services",
+    params(crate::api::openapi::params::SpritePath),
+    responses(
+        (status = 200, description = "Every service, by name", body = Vec<wisp_api::service::Service>),
+        (status = 404, description = "No such sprite", body = wisp_api::error::ErrorBody),
+        (status = 503, description = "The sprite could not be woken or started", body = wisp_api::error::ErrorBody),
+    ),
+)]
 pub async fn list(
     State(st): State<AppState>,
     Extension(caller): Extension<Caller>,
@@ -164,6 +176,18 @@ pub async fn list(
 }
 
 /// `GET .../services/{svc}`.
+#[utoipa::path(
+    operation_id = "services_get_one",
+    get,
+    path = "/v1/sprites/{name}/services/{svc}",
+    tag = "services",
+    params(crate::api::openapi::params::ServicePath),
+    responses(
+        (status = 200, description = "The service and its state", body = wisp_api::service::Service),
+        (status = 404, description = "No such sprite or service", body = wisp_api::error::ErrorBody),
+        (status = 503, description = "The sprite could not be woken or started", body = wisp_api::error::ErrorBody),
+    ),
+)]
 pub async fn get_one(
     State(st): State<AppState>,
     Extension(caller): Extension<Caller>,
@@ -181,6 +205,21 @@ pub async fn get_one(
 
 /// `PUT .../services/{svc}?duration=5s`: create or redefine, start, and stream the first
 /// `duration` of what follows.
+#[utoipa::path(
+    operation_id = "services_put",
+    put,
+    path = "/v1/sprites/{name}/services/{svc}",
+    tag = "services",
+    params(crate::api::openapi::params::ServicePath, crate::api::openapi::params::ServiceStartQuery),
+    request_body = wisp_api::service::ServiceRequest,
+    responses(
+        (status = 200, description = "Defined and started; its first `duration` of events", body = wisp_api::service::ServiceLogEvent, content_type = "application/x-ndjson"),
+        (status = 400, description = "Invalid parameters", body = wisp_api::error::ErrorBody),
+        (status = 404, description = "No such sprite", body = wisp_api::error::ErrorBody),
+        (status = 409, description = "Conflicts with another service", body = wisp_api::error::ErrorBody),
+        (status = 503, description = "The sprite could not be woken or started", body = wisp_api::error::ErrorBody),
+    ),
+)]
 pub async fn put(
     State(st): State<AppState>,
     Extension(caller): Extension<Caller>,
@@ -202,6 +241,18 @@ pub async fn put(
 }
 
 /// `DELETE .../services/{svc}`: 204 once its process is gone. Its log file is kept.
+#[utoipa::path(
+    operation_id = "services_delete",
+    delete,
+    path = "/v1/sprites/{name}/services/{svc}",
+    tag = "services",
+    params(crate::api::openapi::params::ServicePath),
+    responses(
+        (status = 204, description = "Stopped and removed; its log is kept"),
+        (status = 404, description = "No such sprite or service", body = wisp_api::error::ErrorBody),
+        (status = 503, description = "The sprite could not be woken or started", body = wisp_api::error::ErrorBody),
+    ),
+)]
 pub async fn delete(
     State(st): State<AppState>,
     Extension(caller): Extension<Caller>,
@@ -232,6 +283,19 @@ pub async fn delete(
 }
 
 /// `POST .../services/{svc}/start?duration=`.
+#[utoipa::path(
+    operation_id = "services_start",
+    post,
+    path = "/v1/sprites/{name}/services/{svc}/start",
+    tag = "services",
+    params(crate::api::openapi::params::ServicePath, crate::api::openapi::params::ServiceStartQuery),
+    responses(
+        (status = 200, description = "Started; its first `duration` of events", body = wisp_api::service::ServiceLogEvent, content_type = "application/x-ndjson"),
+        (status = 400, description = "Invalid parameters", body = wisp_api::error::ErrorBody),
+        (status = 404, description = "No such sprite or service", body = wisp_api::error::ErrorBody),
+        (status = 503, description = "The sprite could not be woken or started", body = wisp_api::error::ErrorBody),
+    ),
+)]
 pub async fn start(
     State(st): State<AppState>,
     Extension(caller): Extension<Caller>,
@@ -252,6 +316,20 @@ pub async fn start(
 
 /// `POST .../services/{svc}/stop?timeout=10s`: `stopping` → `stopped` → `complete`; 409 when
 /// it is stopped already.
+#[utoipa::path(
+    operation_id = "services_stop",
+    post,
+    path = "/v1/sprites/{name}/services/{svc}/stop",
+    tag = "services",
+    params(crate::api::openapi::params::ServicePath, crate::api::openapi::params::ServiceStopQuery),
+    responses(
+        (status = 200, description = "`stopping`, `stopped`, `complete`", body = wisp_api::service::ServiceLogEvent, content_type = "application/x-ndjson"),
+        (status = 400, description = "Invalid parameters", body = wisp_api::error::ErrorBody),
+        (status = 404, description = "No such sprite or service", body = wisp_api::error::ErrorBody),
+        (status = 409, description = "Not running", body = wisp_api::error::ErrorBody),
+        (status = 503, description = "The sprite could not be woken or started", body = wisp_api::error::ErrorBody),
+    ),
+)]
 pub async fn stop(
     State(st): State<AppState>,
     Extension(caller): Extension<Caller>,
@@ -271,6 +349,19 @@ pub async fn stop(
 }
 
 /// `POST .../services/{svc}/restart?duration=&timeout=`: the stop's events, then the start's.
+#[utoipa::path(
+    operation_id = "services_restart",
+    post,
+    path = "/v1/sprites/{name}/services/{svc}/restart",
+    tag = "services",
+    params(crate::api::openapi::params::ServicePath, crate::api::openapi::params::ServiceRestartQuery),
+    responses(
+        (status = 200, description = "The stop's events, then the start's", body = wisp_api::service::ServiceLogEvent, content_type = "application/x-ndjson"),
+        (status = 400, description = "Invalid parameters", body = wisp_api::error::ErrorBody),
+        (status = 404, description = "No such sprite or service", body = wisp_api::error::ErrorBody),
+        (status = 503, description = "The sprite could not be woken or started", body = wisp_api::error::ErrorBody),
+    ),
+)]
 pub async fn restart(
     State(st): State<AppState>,
     Extension(caller): Extension<Caller>,
@@ -296,6 +387,19 @@ pub async fn restart(
 
 /// `GET .../services/{svc}/logs?lines=N&duration=`: the last `lines` buffered output lines
 /// (all by default), then what follows for `duration` (default 0).
+#[utoipa::path(
+    operation_id = "services_logs",
+    get,
+    path = "/v1/sprites/{name}/services/{svc}/logs",
+    tag = "services",
+    params(crate::api::openapi::params::ServicePath, crate::api::openapi::params::ServiceLogsQuery),
+    responses(
+        (status = 200, description = "Buffered lines, then `duration` of new output", body = wisp_api::service::ServiceLogEvent, content_type = "application/x-ndjson"),
+        (status = 400, description = "Invalid parameters", body = wisp_api::error::ErrorBody),
+        (status = 404, description = "No such sprite or service", body = wisp_api::error::ErrorBody),
+        (status = 503, description = "The sprite could not be woken or started", body = wisp_api::error::ErrorBody),
+    ),
+)]
 pub async fn logs(
     State(st): State<AppState>,
     Extension(caller): Extension<Caller>,
@@ -328,6 +432,21 @@ pub async fn logs(
 }
 
 /// `POST .../services/signal` with `{"name", "signal"}`: 204.
+#[utoipa::path(
+    operation_id = "services_signal",
+    post,
+    path = "/v1/sprites/{name}/services/signal",
+    tag = "services",
+    params(crate::api::openapi::params::SpritePath),
+    request_body = wisp_api::service::SignalRequest,
+    responses(
+        (status = 204, description = "Sent"),
+        (status = 400, description = "Invalid parameters", body = wisp_api::error::ErrorBody),
+        (status = 404, description = "No such sprite or service", body = wisp_api::error::ErrorBody),
+        (status = 409, description = "Not running", body = wisp_api::error::ErrorBody),
+        (status = 503, description = "The sprite could not be woken or started", body = wisp_api::error::ErrorBody),
+    ),
+)]
 pub async fn signal(
     State(st): State<AppState>,
     Extension(caller): Extension<Caller>,

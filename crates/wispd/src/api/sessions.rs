@@ -25,6 +25,10 @@ use crate::timefmt;
 /// A session counts as active when it wrote output this recently.
 const ACTIVE_WINDOW_MS: i64 = 10_000;
 const DEFAULT_KILL_TIMEOUT: Duration = Duration::from_secs(10);
+/// Longest grace period a kill waits before SIGKILL. The wait outlives the request (the kill
+/// finishes after its client goes) and keeps the sprite awake, so a `timeout` of years must
+/// not pin it; services cap their durations the same way.
+const MAX_KILL_TIMEOUT: Duration = Duration::from_secs(3600);
 /// How long to wait for the process to go after SIGKILL.
 const AFTER_KILL_WAIT: Duration = Duration::from_secs(5);
 
@@ -99,7 +103,9 @@ pub fn parse_kill_params(pairs: &[(String, String)]) -> Result<(i32, String, Dur
         match k.as_str() {
             "signal" if !v.is_empty() => signal = v.clone(),
             "timeout" if !v.is_empty() => {
-                timeout = parse_duration(v).map_err(|e| ApiError::bad_request(e.to_string()))?
+                timeout = parse_duration(v)
+                    .map_err(|e| ApiError::bad_request(e.to_string()))?
+                    .min(MAX_KILL_TIMEOUT)
             }
             _ => {}
         }
@@ -116,6 +122,18 @@ pub fn parse_kill_params(pairs: &[(String, String)]) -> Result<(i32, String, Dur
 
 /// `POST .../exec/{id}/kill`: signal, wait up to `timeout`, escalate to SIGKILL; progress is
 /// streamed as NDJSON. `timeout=0` sends the signal and does not wait.
+#[utoipa::path(
+    operation_id = "sessions_kill",
+    post,
+    path = "/v1/sprites/{name}/exec/{session_id}/kill",
+    tag = "exec",
+    params(crate::api::openapi::params::SessionPath, crate::api::openapi::params::KillQuery),
+    responses(
+        (status = 200, description = "Progress, one JSON event a line", content_type = "application/x-ndjson"),
+        (status = 400, description = "Invalid parameters", body = wisp_api::error::ErrorBody),
+        (status = 404, description = "No such sprite or session", body = wisp_api::error::ErrorBody),
+    ),
+)]
 pub async fn kill(
     State(st): State<AppState>,
     Extension(caller): Extension<Caller>,
@@ -293,6 +311,8 @@ mod tests {
         let (n, name, t) =
             parse_kill_params(&pairs(&[("signal", "int"), ("timeout", "0s")])).unwrap();
         assert_eq!((n, name.as_str(), t), (2, "SIGINT", Duration::ZERO));
+        let (_, _, t) = parse_kill_params(&pairs(&[("timeout", "87600h")])).unwrap();
+        assert_eq!(t, MAX_KILL_TIMEOUT);
         assert_eq!(
             parse_kill_params(&pairs(&[("signal", "BOGUS")]))
                 .unwrap_err()

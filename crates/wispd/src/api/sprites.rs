@@ -134,6 +134,21 @@ fn check_grant(grant: Option<&Grant>, op: Op, name: &str) -> Result<(), ApiError
     }
 }
 
+#[utoipa::path(
+    operation_id = "sprites_create",
+    post,
+    path = "/v1/sprites",
+    tag = "sprites",
+    request_body = wisp_api::sprite::CreateSpriteRequest,
+    responses(
+        (status = 201, description = "Created", body = wisp_api::sprite::Sprite),
+        (status = 400, description = "Invalid parameters", body = wisp_api::error::ErrorBody),
+        (status = 404, description = "The fork source does not exist", body = wisp_api::error::ErrorBody),
+        (status = 409, description = "The name is taken", body = wisp_api::error::ErrorBody),
+        (status = 429, description = "Over the organization's running or create-rate limit", body = wisp_api::error::ErrorBody),
+        (status = 507, description = "The storage pool is full", body = wisp_api::error::ErrorBody),
+    ),
+)]
 pub async fn create(
     State(st): State<AppState>,
     Extension(caller): Extension<Caller>,
@@ -224,6 +239,17 @@ pub async fn create(
     Ok((StatusCode::CREATED, Json(view(&st, &caller, &row).await)))
 }
 
+#[utoipa::path(
+    operation_id = "sprites_list",
+    get,
+    path = "/v1/sprites",
+    tag = "sprites",
+    params(crate::api::openapi::params::ListSpritesQuery),
+    responses(
+        (status = 200, description = "A page of sprites, by name", body = wisp_api::sprite::ListSpritesResponse),
+        (status = 400, description = "Invalid parameters", body = wisp_api::error::ErrorBody),
+    ),
+)]
 pub async fn list(
     State(st): State<AppState>,
     Extension(caller): Extension<Caller>,
@@ -290,6 +316,17 @@ pub async fn list(
     }))
 }
 
+#[utoipa::path(
+    operation_id = "sprites_get",
+    get,
+    path = "/v1/sprites/{name}",
+    tag = "sprites",
+    params(crate::api::openapi::params::SpritePath),
+    responses(
+        (status = 200, description = "The sprite", body = wisp_api::sprite::Sprite),
+        (status = 404, description = "No such sprite", body = wisp_api::error::ErrorBody),
+    ),
+)]
 pub async fn get(
     State(st): State<AppState>,
     Extension(caller): Extension<Caller>,
@@ -299,6 +336,19 @@ pub async fn get(
     Ok(Json(view(&st, &caller, &row).await))
 }
 
+#[utoipa::path(
+    operation_id = "sprites_update",
+    put,
+    path = "/v1/sprites/{name}",
+    tag = "sprites",
+    params(crate::api::openapi::params::SpritePath),
+    request_body = wisp_api::sprite::UpdateSpriteRequest,
+    responses(
+        (status = 200, description = "Updated", body = wisp_api::sprite::Sprite),
+        (status = 400, description = "Invalid parameters", body = wisp_api::error::ErrorBody),
+        (status = 404, description = "No such sprite", body = wisp_api::error::ErrorBody),
+    ),
+)]
 pub async fn update(
     State(st): State<AppState>,
     Extension(caller): Extension<Caller>,
@@ -337,6 +387,17 @@ pub async fn update(
     Ok(Json(view(&st, &caller, &row).await))
 }
 
+#[utoipa::path(
+    operation_id = "sprites_destroy",
+    delete,
+    path = "/v1/sprites/{name}",
+    tag = "sprites",
+    params(crate::api::openapi::params::SpritePath),
+    responses(
+        (status = 204, description = "Deleted with all its state"),
+        (status = 404, description = "No such sprite", body = wisp_api::error::ErrorBody),
+    ),
+)]
 pub async fn destroy(
     State(st): State<AppState>,
     Extension(caller): Extension<Caller>,
@@ -372,6 +433,17 @@ pub fn parse_sleep_mode(pairs: &[(String, String)]) -> Result<bool, ApiError> {
 /// explicit sleep): warm freezes the sprite's processes with their memory, cold stops them.
 /// Either way the next request that needs the sprite wakes it. Sleeping a sleeping sprite is
 /// fine.
+#[utoipa::path(
+    operation_id = "sprites_sleep",
+    post,
+    path = "/v1/sprites/{name}/sleep",
+    tag = "sprites",
+    params(crate::api::openapi::params::SpritePath),
+    responses(
+        (status = 204, description = "Asleep (cold)"),
+        (status = 404, description = "No such sprite", body = wisp_api::error::ErrorBody),
+    ),
+)]
 pub async fn sleep(
     State(st): State<AppState>,
     Extension(caller): Extension<Caller>,

@@ -233,6 +233,7 @@ impl Drop for TestDaemon {
         if self.owned_dir.is_some() {
             shutdown_keepers(&self.data_dir);
             unmount_all(&self.data_dir);
+            remove_nft_tables(&self.data_dir);
         }
         if std::thread::panicking() {
             eprintln!(
@@ -253,6 +254,35 @@ impl Drop for KeeperCleanup {
     fn drop(&mut self) {
         shutdown_keepers(&self.0);
         unmount_all(&self.0);
+        remove_nft_tables(&self.0);
+    }
+}
+
+/// Deletes the nftables tables wispd made for `data_dir` (each names its data dir in its
+/// comment). A killed wispd leaves its table; the next wispd to start would remove it only
+/// once the dir is gone, and until then it shows up as a leak in `nft list tables`.
+pub fn remove_nft_tables(data_dir: &Path) {
+    let dir = data_dir
+        .canonicalize()
+        .unwrap_or_else(|_| data_dir.to_path_buf());
+    let want = format!("comment \"{}\"", dir.display());
+    let Ok(out) = Command::new("nft")
+        .args(["-t", "list", "ruleset", "inet"])
+        .output()
+    else {
+        return;
+    };
+    let mut table = None;
+    for line in String::from_utf8_lossy(&out.stdout).lines() {
+        if let Some(rest) = line.strip_prefix("table inet ") {
+            table = Some(rest.trim_end_matches('{').trim().to_string());
+        } else if line.trim() == want {
+            if let Some(t) = table.take() {
+                let _ = Command::new("nft")
+                    .args(["delete", "table", "inet", &t])
+                    .status();
+            }
+        }
     }
 }
 

@@ -74,6 +74,24 @@ fn query(raw: Option<String>) -> Query {
 
 /// `GET .../fs/read?path&workingDir[&start&end][&asRoot]`: the file's bytes, streamed. A byte
 /// range (`start` inclusive, `end` exclusive, or a `Range: bytes=a-b` header) answers 206.
+#[utoipa::path(
+    operation_id = "fs_read",
+    get,
+    path = "/v1/sprites/{name}/fs/read",
+    tag = "fs",
+    params(
+        crate::api::openapi::params::SpritePath,
+        crate::api::openapi::params::FsReadQuery,
+        ("Range" = Option<String>, Header, description = "One byte range, `bytes=a-b`, `bytes=a-` or `bytes=-n`; ignored when the query has `start` or `end`"),
+    ),
+    responses(
+        (status = 200, description = "The file's bytes", content_type = "application/octet-stream"),
+        (status = 206, description = "A byte range (`start`/`end` or a `Range` header)", content_type = "application/octet-stream"),
+        (status = 400, description = "Invalid parameters", body = wisp_api::error::ErrorBody),
+        (status = 404, description = "No such sprite or file", body = wisp_api::error::ErrorBody),
+        (status = 416, description = "The range is outside the file", body = wisp_api::error::ErrorBody),
+    ),
+)]
 async fn read(
     State(st): State<AppState>,
     Extension(caller): Extension<Caller>,
@@ -212,6 +230,21 @@ impl RangeRequest {
 
 /// `PUT .../fs/write?path&workingDir&mode=0644&mkdirParents=true&asRoot`: the raw body,
 /// streamed into the file. 201 for a new file, 200 for a replaced one.
+#[utoipa::path(
+    operation_id = "fs_write",
+    put,
+    path = "/v1/sprites/{name}/fs/write",
+    tag = "fs",
+    params(crate::api::openapi::params::SpritePath, crate::api::openapi::params::FsWriteQuery),
+    request_body(content = Vec<u8>, description = "The file's new content", content_type = "application/octet-stream"),
+    responses(
+        (status = 200, description = "Replaced an existing file", body = types::WriteResponse),
+        (status = 201, description = "Created a new file", body = types::WriteResponse),
+        (status = 400, description = "Invalid parameters", body = wisp_api::error::ErrorBody),
+        (status = 404, description = "No such sprite or file", body = wisp_api::error::ErrorBody),
+        (status = 409, description = "A directory is in the way", body = wisp_api::error::ErrorBody),
+    ),
+)]
 async fn write(
     State(st): State<AppState>,
     Extension(caller): Extension<Caller>,
@@ -261,6 +294,18 @@ async fn write(
 }
 
 /// `GET .../fs/list?path&workingDir&recursive`.
+#[utoipa::path(
+    operation_id = "fs_list",
+    get,
+    path = "/v1/sprites/{name}/fs/list",
+    tag = "fs",
+    params(crate::api::openapi::params::SpritePath, crate::api::openapi::params::FsListQuery),
+    responses(
+        (status = 200, description = "The directory's entries", body = types::ListResponse),
+        (status = 400, description = "Invalid parameters", body = wisp_api::error::ErrorBody),
+        (status = 404, description = "No such sprite or file", body = wisp_api::error::ErrorBody),
+    ),
+)]
 async fn list(
     State(st): State<AppState>,
     Extension(caller): Extension<Caller>,
@@ -280,6 +325,20 @@ async fn list(
 
 /// `DELETE .../fs/delete?path&workingDir&recursive&asRoot` (or the same as a JSON body; the
 /// query wins).
+#[utoipa::path(
+    operation_id = "fs_remove",
+    delete,
+    path = "/v1/sprites/{name}/fs/delete",
+    tag = "fs",
+    params(crate::api::openapi::params::SpritePath, crate::api::openapi::params::FsDeleteQuery),
+    request_body(content = Option<types::DeleteBody>, description = "The parameters, as an alternative to the query"),
+    responses(
+        (status = 200, description = "Deleted", body = types::DeleteResponse),
+        (status = 400, description = "Invalid parameters", body = wisp_api::error::ErrorBody),
+        (status = 404, description = "No such sprite or file", body = wisp_api::error::ErrorBody),
+        (status = 409, description = "A non-empty directory without `recursive`", body = wisp_api::error::ErrorBody),
+    ),
+)]
 async fn remove(
     State(st): State<AppState>,
     Extension(caller): Extension<Caller>,
@@ -315,6 +374,19 @@ fn two_paths(wd: Option<&str>, source: &str, dest: &str) -> Result<(String, Stri
 }
 
 /// `POST .../fs/rename` `{source, dest, workingDir, asRoot}`.
+#[utoipa::path(
+    operation_id = "fs_rename",
+    post,
+    path = "/v1/sprites/{name}/fs/rename",
+    tag = "fs",
+    params(crate::api::openapi::params::SpritePath),
+    request_body = types::RenameBody,
+    responses(
+        (status = 200, description = "Renamed", body = types::RenameResponse),
+        (status = 400, description = "Invalid parameters", body = wisp_api::error::ErrorBody),
+        (status = 404, description = "No such sprite or file", body = wisp_api::error::ErrorBody),
+    ),
+)]
 async fn rename(
     State(st): State<AppState>,
     Extension(caller): Extension<Caller>,
@@ -329,6 +401,19 @@ async fn rename(
 }
 
 /// `POST .../fs/copy` `{source, dest, workingDir, recursive, preserveAttrs, asRoot}`.
+#[utoipa::path(
+    operation_id = "fs_copy",
+    post,
+    path = "/v1/sprites/{name}/fs/copy",
+    tag = "fs",
+    params(crate::api::openapi::params::SpritePath),
+    request_body = types::CopyBody,
+    responses(
+        (status = 200, description = "Copied", body = types::CopyResponse),
+        (status = 400, description = "Invalid parameters", body = wisp_api::error::ErrorBody),
+        (status = 404, description = "No such sprite or file", body = wisp_api::error::ErrorBody),
+    ),
+)]
 async fn copy(
     State(st): State<AppState>,
     Extension(caller): Extension<Caller>,
@@ -345,6 +430,19 @@ async fn copy(
 }
 
 /// `POST .../fs/chmod` `{path, workingDir, mode: "0755", recursive, asRoot}`.
+#[utoipa::path(
+    operation_id = "fs_chmod",
+    post,
+    path = "/v1/sprites/{name}/fs/chmod",
+    tag = "fs",
+    params(crate::api::openapi::params::SpritePath),
+    request_body = types::ChmodBody,
+    responses(
+        (status = 200, description = "Changed", body = types::Affected<types::ChmodItem>),
+        (status = 400, description = "Invalid parameters", body = wisp_api::error::ErrorBody),
+        (status = 404, description = "No such sprite or file", body = wisp_api::error::ErrorBody),
+    ),
+)]
 async fn chmod(
     State(st): State<AppState>,
     Extension(caller): Extension<Caller>,
@@ -369,6 +467,19 @@ async fn chmod(
 }
 
 /// `POST .../fs/chown` `{path, workingDir, uid, gid, recursive, asRoot}`.
+#[utoipa::path(
+    operation_id = "fs_chown",
+    post,
+    path = "/v1/sprites/{name}/fs/chown",
+    tag = "fs",
+    params(crate::api::openapi::params::SpritePath),
+    request_body = types::ChownBody,
+    responses(
+        (status = 200, description = "Changed", body = types::Affected<types::ChownItem>),
+        (status = 400, description = "Invalid parameters", body = wisp_api::error::ErrorBody),
+        (status = 404, description = "No such sprite or file", body = wisp_api::error::ErrorBody),
+    ),
+)]
 async fn chown(
     State(st): State<AppState>,
     Extension(caller): Extension<Caller>,

@@ -113,7 +113,7 @@ fn de_flag<'de, D: Deserializer<'de>>(d: D) -> Result<bool, D::Error> {
 }
 
 /// A mode as the JSON bodies send it: octal text (`"0755"`), or the number itself.
-#[derive(Debug, Clone, Deserialize)]
+#[derive(Debug, Clone, Serialize, Deserialize, utoipa::ToSchema)]
 #[serde(untagged)]
 pub enum ModeValue {
     Text(String),
@@ -131,7 +131,8 @@ impl ModeValue {
 }
 
 /// `DELETE .../fs/delete` may carry its parameters as JSON too.
-#[derive(Debug, Clone, Default, Deserialize)]
+// Serialize only because the schema derive renders `serde(default)` as the schema default.
+#[derive(Debug, Clone, Default, Serialize, Deserialize, utoipa::ToSchema)]
 #[serde(default, rename_all = "camelCase")]
 pub struct DeleteBody {
     pub path: Option<String>,
@@ -143,10 +144,13 @@ pub struct DeleteBody {
     pub as_root: bool,
 }
 
-#[derive(Debug, Clone, Default, Deserialize)]
+// Serialize only because the schema derive renders `serde(default)` as the schema default.
+#[derive(Debug, Clone, Default, Serialize, Deserialize, utoipa::ToSchema)]
 #[serde(default, rename_all = "camelCase")]
 pub struct RenameBody {
+    #[schema(min_length = 1)]
     pub source: String,
+    #[schema(min_length = 1)]
     pub dest: String,
     #[serde(alias = "working_dir")]
     pub working_dir: Option<String>,
@@ -154,10 +158,13 @@ pub struct RenameBody {
     pub as_root: bool,
 }
 
-#[derive(Debug, Clone, Default, Deserialize)]
+// Serialize only because the schema derive renders `serde(default)` as the schema default.
+#[derive(Debug, Clone, Default, Serialize, Deserialize, utoipa::ToSchema)]
 #[serde(default, rename_all = "camelCase")]
 pub struct CopyBody {
+    #[schema(min_length = 1)]
     pub source: String,
+    #[schema(min_length = 1)]
     pub dest: String,
     #[serde(alias = "working_dir")]
     pub working_dir: Option<String>,
@@ -169,9 +176,11 @@ pub struct CopyBody {
     pub as_root: bool,
 }
 
-#[derive(Debug, Clone, Default, Deserialize)]
+// Serialize only because the schema derive renders `serde(default)` as the schema default.
+#[derive(Debug, Clone, Default, Serialize, Deserialize, utoipa::ToSchema)]
 #[serde(default, rename_all = "camelCase")]
 pub struct ChmodBody {
+    #[schema(min_length = 1)]
     pub path: String,
     #[serde(alias = "working_dir")]
     pub working_dir: Option<String>,
@@ -182,9 +191,11 @@ pub struct ChmodBody {
     pub as_root: bool,
 }
 
-#[derive(Debug, Clone, Default, Deserialize)]
+// Serialize only because the schema derive renders `serde(default)` as the schema default.
+#[derive(Debug, Clone, Default, Serialize, Deserialize, utoipa::ToSchema)]
 #[serde(default, rename_all = "camelCase")]
 pub struct ChownBody {
+    #[schema(min_length = 1)]
     pub path: String,
     #[serde(alias = "working_dir")]
     pub working_dir: Option<String>,
@@ -207,7 +218,7 @@ pub fn id_arg(name: &str, v: Option<i64>) -> Result<Option<u32>, FsError> {
 }
 
 /// One file as `list` describes it.
-#[derive(Debug, Clone, Serialize, PartialEq)]
+#[derive(Debug, Clone, Serialize, PartialEq, utoipa::ToSchema)]
 #[serde(rename_all = "camelCase")]
 pub struct Entry {
     pub name: String,
@@ -243,39 +254,39 @@ impl Entry {
     }
 }
 
-#[derive(Debug, Clone, Serialize)]
+#[derive(Debug, Clone, Serialize, utoipa::ToSchema)]
 pub struct ListResponse {
     pub path: String,
     pub entries: Vec<Entry>,
     pub count: usize,
 }
 
-#[derive(Debug, Clone, Serialize)]
+#[derive(Debug, Clone, Serialize, utoipa::ToSchema)]
 pub struct WriteResponse {
     pub path: String,
     pub size: u64,
     pub mode: String,
 }
 
-#[derive(Debug, Clone, Serialize)]
+#[derive(Debug, Clone, Serialize, utoipa::ToSchema)]
 pub struct DeleteResponse {
     pub deleted: Vec<String>,
     pub count: usize,
 }
 
-#[derive(Debug, Clone, Serialize)]
+#[derive(Debug, Clone, Serialize, utoipa::ToSchema)]
 pub struct RenameResponse {
     pub source: String,
     pub dest: String,
 }
 
-#[derive(Debug, Clone, Serialize, PartialEq)]
+#[derive(Debug, Clone, Serialize, PartialEq, utoipa::ToSchema)]
 pub struct CopiedItem {
     pub source: String,
     pub dest: String,
 }
 
-#[derive(Debug, Clone, Serialize)]
+#[derive(Debug, Clone, Serialize, utoipa::ToSchema)]
 #[serde(rename_all = "camelCase")]
 pub struct CopyResponse {
     pub copied: Vec<CopiedItem>,
@@ -283,20 +294,20 @@ pub struct CopyResponse {
     pub total_bytes: u64,
 }
 
-#[derive(Debug, Clone, Serialize)]
+#[derive(Debug, Clone, Serialize, utoipa::ToSchema)]
 pub struct ChmodItem {
     pub path: String,
     pub mode: String,
 }
 
-#[derive(Debug, Clone, Serialize)]
+#[derive(Debug, Clone, Serialize, utoipa::ToSchema)]
 pub struct ChownItem {
     pub path: String,
     pub uid: u32,
     pub gid: u32,
 }
 
-#[derive(Debug, Clone, Serialize)]
+#[derive(Debug, Clone, Serialize, utoipa::ToSchema)]
 pub struct Affected<T> {
     pub affected: Vec<T>,
     pub count: usize,

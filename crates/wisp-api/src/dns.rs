@@ -13,6 +13,8 @@ pub const TYPE_A: u16 = 1;
 pub const TYPE_AAAA: u16 = 28;
 /// Bytes of a message header.
 pub const HEADER: usize = 12;
+/// Longest name on the wire, length bytes and the final zero included (RFC 1035 §3.1).
+const MAX_NAME_WIRE: usize = 255;
 
 /// The question of a query.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -25,8 +27,13 @@ pub struct Question {
 }
 
 /// Reads a (possibly compressed) name at `pos`; returns it and the offset after it.
+///
+/// The text form is what the policy decides on, so its dots must be exactly the name's label
+/// boundaries: a label that itself contains a dot (legal on the wire) is refused, or the wire
+/// name `["api.github", "com"]`, a child of `com`, would read as `api.github.com`.
 fn read_name(msg: &[u8], mut pos: usize) -> Option<(String, usize)> {
     let mut labels: Vec<String> = Vec::new();
+    let mut wire_len = 1;
     let mut end = None;
     let mut jumps = 0;
     loop {
@@ -38,10 +45,12 @@ fn read_name(msg: &[u8], mut pos: usize) -> Option<(String, usize)> {
                     return Some((labels.join("."), after));
                 }
                 let label = msg.get(pos + 1..pos + 1 + len)?;
-                labels.push(String::from_utf8_lossy(label).to_ascii_lowercase());
-                if labels.iter().map(|l| l.len() + 1).sum::<usize>() > 255 {
+                // Counted on the wire: the lossy text of a label can be longer than its bytes.
+                wire_len += 1 + len;
+                if wire_len > MAX_NAME_WIRE || label.contains(&b'.') {
                     return None;
                 }
+                labels.push(String::from_utf8_lossy(label).to_ascii_lowercase());
                 pos += 1 + len;
             }
             0xc0 => {
@@ -175,6 +184,39 @@ mod tests {
         let mut looped = q[..12].to_vec();
         looped.extend_from_slice(&[0xc0, 12, 0, 1, 0, 1]);
         assert_eq!(parse_query(&looped), Err(true));
+
+        // Found by fuzzing: a label containing a dot read as two labels, so the policy saw
+        // `api.github.com` for a name under `com` whose first label is `api.github`.
+        let mut dotted = q[..12].to_vec();
+        dotted.extend_from_slice(b"\x0aapi.github\x03com\x00\x00\x01\x00\x01");
+        assert_eq!(parse_query(&dotted), Err(true));
+
+        // Found by fuzzing: the length limit counted the lossy text, not the wire bytes, so a
+        // name of 255 wire bytes was refused when it held bytes that are not UTF-8, and one of
+        // 256 was accepted. 63+63+63+61 label bytes and 4 length bytes plus the zero: 255.
+        let named = |labels: &[Vec<u8>]| {
+            let mut m = q[..12].to_vec();
+            for l in labels {
+                m.push(l.len() as u8);
+                m.extend_from_slice(l);
+            }
+            m.extend_from_slice(&[0, 0, 1, 0, 1]);
+            m
+        };
+        let at_limit = [
+            vec![0xff; 63],
+            vec![b'a'; 63],
+            vec![b'b'; 63],
+            vec![b'c'; 61],
+        ];
+        assert!(parse_query(&named(&at_limit)).is_ok());
+        let over = [
+            vec![b'a'; 63],
+            vec![b'a'; 63],
+            vec![b'b'; 63],
+            vec![b'c'; 62],
+        ];
+        assert_eq!(parse_query(&named(&over)), Err(true));
     }
 
     #[test]

@@ -143,9 +143,9 @@ pub fn parse_client_control(bytes: &[u8]) -> Option<ClientControl> {
 
 /// Signal names accepted on the wire, with or without the `SIG` prefix.
 pub fn signal_number(name: &str) -> Option<i32> {
-    let n = name.trim();
-    let n = n.strip_prefix("SIG").unwrap_or(n);
-    Some(match n.to_ascii_uppercase().as_str() {
+    // Case-insensitive, the prefix included: upper-case first, then strip (`sigint`).
+    let n = name.trim().to_ascii_uppercase();
+    Some(match n.strip_prefix("SIG").unwrap_or(&n) {
         "HUP" => 1,
         "INT" => 2,
         "QUIT" => 3,
@@ -417,5 +417,11 @@ mod tests {
         assert_eq!(signal_number("INT"), Some(2));
         assert_eq!(signal_number("SIGTERM"), Some(15));
         assert_eq!(signal_number("BOGUS"), None);
+        // Found by fuzzing: a lower-case prefix was not stripped, so `sigint` was refused
+        // while `int` and `SIGINT` were accepted.
+        assert_eq!(signal_number("sigint"), Some(2));
+        assert_eq!(signal_number(" SigTerm "), Some(15));
+        assert_eq!(signal_number("SIGSIGINT"), None);
+        assert_eq!(signal_number("sig"), None);
     }
 }

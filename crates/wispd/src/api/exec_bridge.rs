@@ -530,6 +530,11 @@ mod tests {
             classify_text(r#"{"type":"signal","signal":"NOPE"}"#),
             ClientAction::Ignore
         );
+        // Signal names are case-insensitive, their `SIG` prefix included.
+        assert_eq!(
+            classify_text(r#"{"type":"signal","signal":"sigint"}"#),
+            ClientAction::Input(ExecInputMsg::Signal(2))
+        );
         assert_eq!(
             classify_text(r#"{"type":"whatever"}"#),
             ClientAction::Ignore

@@ -21,8 +21,8 @@ fuzz_target!(|data: &[u8]| {
 });
 
 /// Names become DNS labels, file names and path components: an accepted one is a DNS label
-/// made of `[a-z0-9-]` that cannot walk a path, it stays accepted, and the stricter and looser
-/// rules agree with each other.
+/// made of `[a-z0-9-]` that cannot walk a path, no other spelling of it (case) is accepted, and
+/// the stricter and looser rules agree with each other.
 fn names(s: &str) {
     let ok = validate_sprite_name(s).is_ok();
     if ok {
@@ -31,7 +31,12 @@ fn names(s: &str) {
             .bytes()
             .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'-'));
         assert!(!s.starts_with('-') && !s.ends_with('-'));
-        assert!(validate_sprite_name(&s.to_string()).is_ok());
+        // Host names are case-insensitive: no second valid name may reach the same URL.
+        assert_eq!(s.to_ascii_lowercase(), s);
+        assert!(
+            validate_sprite_name(&s.to_ascii_uppercase()).is_err()
+                || !s.contains(|c: char| c.is_ascii_lowercase())
+        );
         // A sprite name is a host name label, so the policy's pattern rules take it too.
         assert!(wisp_api::policy::validate_pattern(s).is_ok());
     }
@@ -67,7 +72,7 @@ fn duration(s: &str) {
     assert!(d < Duration::from_secs(1_000_000_000_000));
     let again = parse_duration(&format!("{}s", d.as_secs_f64()))
         .unwrap_or_else(|e| panic!("{d:?} from {s:?} does not parse back: {e}"));
-    let diff = if again > d { again - d } else { d - again };
+    let diff = again.abs_diff(d);
     assert!(
         diff <= Duration::from_micros(1) + d / 1_000_000_000,
         "{s:?}: {d:?} != {again:?}"

@@ -7,7 +7,7 @@
 //! Measured on Linux 6.18 with simple quotas: they are charged. Tree blocks belong to the
 //! subvolume whose tree holds them, and squota charges every extent, data or metadata, to its
 //! owning subvolume, so empty and inline-sized files both end in `EDQUOT` at the limit (see
-//! SECURITY.md, "Disk").
+//! SECURITY.md, after the table of layers).
 
 mod common;
 
@@ -180,6 +180,17 @@ async fn creating_files_stops_at_the_sprites_own_limit() {
         assert!(
             grew <= limit + (8 << 20),
             "{what}: the pool grew by {grew} bytes for a {limit}-byte limit"
+        );
+
+        // The pool is nowhere near full: nobody else was stopped.
+        let st = nix::sys::statvfs::statvfs(&pool).expect("statvfs of the pool");
+        let (free, size) = (
+            st.blocks_available() * st.fragment_size(),
+            st.blocks() * st.fragment_size(),
+        );
+        assert!(
+            free > size / 2,
+            "{what}: the pool has {free} of {size} bytes free"
         );
 
         // The neighbour can still write.

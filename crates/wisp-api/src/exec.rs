@@ -112,11 +112,41 @@ pub enum TextMessage {
     Keepalive,
 }
 
+/// What a client's control message asks for.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ClientControl {
+    /// A new terminal size; both sides are at least 1.
+    Resize { rows: u16, cols: u16 },
+    /// A signal for the process, by number (one of [`signal_number`]'s).
+    Signal(i32),
+    /// A well-formed resize or signal that asks for nothing that can be done: a zero size, an
+    /// unknown signal name.
+    Ignored,
+}
+
+/// Parses a client's JSON control message (`resize`, `signal`), from a text frame or (JS SDK,
+/// TTY mode) a binary one. `None` for anything else, other message types included, so that a
+/// TTY user typing JSON is not swallowed.
+pub fn parse_client_control(bytes: &[u8]) -> Option<ClientControl> {
+    match serde_json::from_slice::<TextMessage>(bytes).ok()? {
+        TextMessage::Resize { cols, rows } if cols > 0 && rows > 0 => {
+            Some(ClientControl::Resize { rows, cols })
+        }
+        TextMessage::Resize { .. } => Some(ClientControl::Ignored),
+        TextMessage::Signal { signal } => Some(
+            signal_number(&signal)
+                .map(ClientControl::Signal)
+                .unwrap_or(ClientControl::Ignored),
+        ),
+        _ => None,
+    }
+}
+
 /// Signal names accepted on the wire, with or without the `SIG` prefix.
 pub fn signal_number(name: &str) -> Option<i32> {
-    let n = name.trim();
-    let n = n.strip_prefix("SIG").unwrap_or(n);
-    Some(match n.to_ascii_uppercase().as_str() {
+    // Case-insensitive, the prefix included: upper-case first, then strip (`sigint`).
+    let n = name.trim().to_ascii_uppercase();
+    Some(match n.strip_prefix("SIG").unwrap_or(&n) {
         "HUP" => 1,
         "INT" => 2,
         "QUIT" => 3,
@@ -390,5 +420,11 @@ mod tests {
         assert_eq!(signal_number("INT"), Some(2));
         assert_eq!(signal_number("SIGTERM"), Some(15));
         assert_eq!(signal_number("BOGUS"), None);
+        // Found by fuzzing: a lower-case prefix was not stripped, so `sigint` was refused
+        // while `int` and `SIGINT` were accepted.
+        assert_eq!(signal_number("sigint"), Some(2));
+        assert_eq!(signal_number(" SigTerm "), Some(15));
+        assert_eq!(signal_number("SIGSIGINT"), None);
+        assert_eq!(signal_number("sig"), None);
     }
 }

@@ -5,11 +5,14 @@
 
 pub mod attenuation;
 pub mod checkpoint;
+pub mod dns;
 pub mod duration;
 pub mod error;
 pub mod exec;
+pub mod fs_path;
 pub mod name;
 pub mod policy;
+pub mod policy_match;
 pub mod service;
 pub mod sprite;
 pub mod token;

@@ -18,8 +18,9 @@ use futures_util::{SinkExt, StreamExt};
 use tokio::sync::{mpsc, oneshot};
 use tokio::task::JoinHandle;
 use wisp_api::exec::{
-    decode_stream_frame, encode_stream_frame, exit_byte, signal_number, FrameError, StreamFrame,
-    TextMessage, STREAM_EXIT, STREAM_STDERR, STREAM_STDIN, STREAM_STDIN_EOF, STREAM_STDOUT,
+    decode_stream_frame, encode_stream_frame, exit_byte, parse_client_control, ClientControl,
+    FrameError, StreamFrame, TextMessage, STREAM_EXIT, STREAM_STDERR, STREAM_STDIN,
+    STREAM_STDIN_EOF, STREAM_STDOUT,
 };
 
 use crate::activity::ActivityGuard;
@@ -51,23 +52,15 @@ pub enum ClientAction {
     Violation(u16, String),
 }
 
-/// Resize and signal messages; `None` for anything else (including other message types, so
-/// that a TTY user typing JSON is not swallowed).
+/// Resize and signal messages (parsed by [`parse_client_control`]); `None` for anything else.
 fn parse_control(bytes: &[u8]) -> Option<ClientAction> {
-    match serde_json::from_slice::<TextMessage>(bytes).ok()? {
-        TextMessage::Resize { cols, rows } if cols > 0 && rows > 0 => {
-            Some(ClientAction::Input(ExecInputMsg::Resize { rows, cols }))
+    Some(match parse_client_control(bytes)? {
+        ClientControl::Resize { rows, cols } => {
+            ClientAction::Input(ExecInputMsg::Resize { rows, cols })
         }
-        TextMessage::Resize { .. } => Some(ClientAction::Ignore),
-        TextMessage::Signal { signal } => Some(match signal_number(&signal) {
-            Some(n) => ClientAction::Input(ExecInputMsg::Signal(n)),
-            None => {
-                tracing::debug!(signal, "ignoring unknown signal name");
-                ClientAction::Ignore
-            }
-        }),
-        _ => None,
-    }
+        ClientControl::Signal(n) => ClientAction::Input(ExecInputMsg::Signal(n)),
+        ClientControl::Ignored => ClientAction::Ignore,
+    })
 }
 
 /// A text frame: control messages; everything else is ignored.
@@ -536,6 +529,11 @@ mod tests {
         assert_eq!(
             classify_text(r#"{"type":"signal","signal":"NOPE"}"#),
             ClientAction::Ignore
+        );
+        // Signal names are case-insensitive, their `SIG` prefix included.
+        assert_eq!(
+            classify_text(r#"{"type":"signal","signal":"sigint"}"#),
+            ClientAction::Input(ExecInputMsg::Signal(2))
         );
         assert_eq!(
             classify_text(r#"{"type":"whatever"}"#),

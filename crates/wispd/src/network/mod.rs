@@ -25,7 +25,6 @@ mod addr;
 pub mod dns;
 mod netlink;
 mod nft;
-mod policy;
 mod slot;
 
 use std::collections::{BTreeMap, BTreeSet, HashMap, HashSet, VecDeque};
@@ -38,9 +37,9 @@ use std::time::{Duration, Instant};
 use tokio::sync::Notify;
 use tokio::task::JoinHandle;
 use wisp_api::policy::NetworkPolicy;
+use wisp_api::policy_match::Compiled;
 
 pub use addr::Subnet;
-use policy::Compiled;
 use slot::SlotInfo;
 
 pub const DEFAULT_SUBNET: &str = "10.213.0.0/16";

@@ -15,63 +15,23 @@ use std::path::Path;
 use rustix::fs::{openat2, Mode, OFlags, ResolveFlags, CWD};
 use rustix::io::Errno;
 
-use super::errors::FsError;
 use crate::runtime::idmap::IdMap;
+use wisp_api::fs_path::{self, PathError};
 
-/// Longest path accepted (Linux `PATH_MAX`).
-const PATH_MAX: usize = 4096;
+use super::errors::FsError;
 
 /// How often `openat2` is retried when it reports a concurrent rename (`EAGAIN`).
 const EAGAIN_RETRIES: usize = 16;
 
-/// `path` resolved against `working_dir` (default `/`) into a clean absolute path.
+pub use wisp_api::fs_path::{join, split};
+
+/// `path` resolved against `working_dir` (default `/`) into a clean absolute path
+/// ([`wisp_api::fs_path::clean`]).
 pub fn clean(working_dir: Option<&str>, path: &str) -> Result<String, FsError> {
-    if path.is_empty() {
-        return Err(FsError::bad("path is required"));
-    }
-    let wd = working_dir.filter(|w| !w.is_empty()).unwrap_or("/");
-    if path.contains('\0') || wd.contains('\0') {
-        return Err(FsError::bad("paths may not contain NUL bytes"));
-    }
-    let mut parts: Vec<&str> = Vec::new();
-    let joined = if path.starts_with('/') {
-        path.split('/').collect::<Vec<_>>()
-    } else {
-        wd.split('/').chain(path.split('/')).collect()
-    };
-    for p in joined {
-        match p {
-            "" | "." => {}
-            ".." => {
-                parts.pop();
-            }
-            name => parts.push(name),
-        }
-    }
-    let out = format!("/{}", parts.join("/"));
-    if out.len() >= PATH_MAX {
-        return Err(FsError::errno("resolve", &out, Errno::NAMETOOLONG));
-    }
-    Ok(out)
-}
-
-/// `/a/b/c` → (`/a/b`, `c`); `None` for `/`, which has no name.
-pub fn split(path: &str) -> Option<(&str, &str)> {
-    let i = path.rfind('/')?;
-    let name = &path[i + 1..];
-    if name.is_empty() {
-        return None;
-    }
-    Some((if i == 0 { "/" } else { &path[..i] }, name))
-}
-
-/// `parent` + `/` + `name`, for clean paths.
-pub fn join(parent: &str, name: &str) -> String {
-    if parent == "/" {
-        format!("/{name}")
-    } else {
-        format!("{parent}/{name}")
-    }
+    fs_path::clean(working_dir, path).map_err(|e| match e {
+        PathError::TooLong(p) => FsError::errno("resolve", &p, Errno::NAMETOOLONG),
+        e @ (PathError::Empty | PathError::Nul) => FsError::bad(e.to_string()),
+    })
 }
 
 /// A descriptor of a running sprite's root directory, as its processes see it.
@@ -203,34 +163,14 @@ mod tests {
     use super::*;
 
     #[test]
-    fn cleaning() {
-        let c = |wd: Option<&str>, p: &str| clean(wd, p).unwrap();
-        assert_eq!(c(None, "a/b"), "/a/b");
-        assert_eq!(c(Some("/home/sprite"), "x.txt"), "/home/sprite/x.txt");
-        assert_eq!(c(Some("/home/sprite/"), "./x/../y"), "/home/sprite/y");
-        assert_eq!(c(Some("/home/sprite"), "/etc/hostname"), "/etc/hostname");
+    fn errors_keep_their_api_form() {
+        assert_eq!(clean(Some("/home/sprite"), "../x").unwrap(), "/home/x");
+        for bad in ["", "a\0b"] {
+            assert!(matches!(clean(None, bad), Err(FsError::Bad(_))), "{bad:?}");
+        }
         assert_eq!(
-            c(Some("/home/sprite"), "../../../../etc/shadow"),
-            "/etc/shadow"
+            clean(None, &"a/".repeat(3000)).unwrap_err().raw(),
+            Some(Errno::NAMETOOLONG)
         );
-        assert_eq!(c(Some("/../../x"), "y"), "/x/y");
-        assert_eq!(c(Some("rel"), "y"), "/rel/y");
-        assert_eq!(c(Some(""), "y"), "/y");
-        assert_eq!(c(None, "/"), "/");
-        assert_eq!(c(None, "//a//b/"), "/a/b");
-        assert_eq!(c(None, ".."), "/");
-        assert!(clean(None, "").is_err());
-        assert!(clean(None, "a\0b").is_err());
-        assert!(clean(Some("/a\0"), "b").is_err());
-        assert!(clean(None, &"a/".repeat(3000)).is_err());
-    }
-
-    #[test]
-    fn splitting() {
-        assert_eq!(split("/a/b/c"), Some(("/a/b", "c")));
-        assert_eq!(split("/a"), Some(("/", "a")));
-        assert_eq!(split("/"), None);
-        assert_eq!(join("/", "a"), "/a");
-        assert_eq!(join("/a", "b"), "/a/b");
     }
 }

@@ -1,4 +1,5 @@
-//! Deciding a DNS name against a sprite's network policy (Sprites API §6.8).
+//! Deciding a DNS name against a sprite's network policy (Sprites API §6.8). Pure logic,
+//! here rather than in the daemon so that it can be fuzzed against a reference matcher.
 //!
 //! No rules: unrestricted. Otherwise the most specific rule wins: an exact name, then the
 //! `*.suffix` with the longest suffix, then `*`; two rules of the same pattern with
@@ -6,7 +7,7 @@
 
 use std::collections::HashMap;
 
-use wisp_api::policy::{Action, NetworkPolicy, DEFAULTS_BUNDLE};
+use crate::policy::{Action, NetworkPolicy, DEFAULTS_BUNDLE};
 
 /// What `{"include":"defaults"}` stands for: the registries, forges and APIs a developer
 /// sandbox needs most (after the list the Sprites base environment derives from Claude
@@ -187,7 +188,7 @@ impl Compiled {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use wisp_api::policy::PolicyRule;
+    use crate::policy::PolicyRule;
 
     fn policy(rules: &[(&str, Action)]) -> Compiled {
         Compiled::new(&NetworkPolicy {
@@ -242,7 +243,7 @@ mod tests {
         assert!(!c.allows("registry.npmjs.org"));
         assert!(!c.allows("example.com"));
         for d in DEFAULT_DOMAINS {
-            wisp_api::policy::validate_pattern(d).unwrap();
+            crate::policy::validate_pattern(d).unwrap();
         }
     }
 }

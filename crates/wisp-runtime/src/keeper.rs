@@ -219,14 +219,18 @@ fn lock_sprite(cfg: &KeeperConfig) -> Result<Flock<File>, String> {
     if let Some(dir) = path.parent() {
         fs::create_dir_all(dir).map_err(|e| format!("creating {}: {e}", dir.display()))?;
     }
+    try_lock(&path)?.ok_or_else(|| format!("a keeper already runs sprite {}", cfg.sprite_id))
+}
+
+/// An exclusive flock on `path` (created if missing); `None` if someone else holds it.
+fn try_lock(path: &std::path::Path) -> Result<Option<Flock<File>>, String> {
     let f = File::options()
         .create(true)
         .truncate(false)
         .write(true)
-        .open(&path)
+        .open(path)
         .map_err(|e| format!("opening {}: {e}", path.display()))?;
-    Flock::lock(f, FlockArg::LockExclusiveNonblock)
-        .map_err(|_| format!("a keeper already runs sprite {}", cfg.sprite_id))
+    Ok(Flock::lock(f, FlockArg::LockExclusiveNonblock).ok())
 }
 
 /// Takes a free range of host ids for the sprite's user namespace: the first slot, from a
@@ -243,14 +247,7 @@ fn lock_id_slot(u: &UserNamespace, sprite_id: &str) -> Result<(Flock<File>, u32)
     }) % u.slots;
     for i in 0..u.slots {
         let slot = (start + i) % u.slots;
-        let path = u.lock_dir.join(format!("{slot}.lock"));
-        let f = File::options()
-            .create(true)
-            .truncate(false)
-            .write(true)
-            .open(&path)
-            .map_err(|e| format!("opening {}: {e}", path.display()))?;
-        if let Ok(lock) = Flock::lock(f, FlockArg::LockExclusiveNonblock) {
+        if let Some(lock) = try_lock(&u.lock_dir.join(format!("{slot}.lock")))? {
             return Ok((lock, u.first_host_id + slot * IDS_PER_SPRITE));
         }
     }

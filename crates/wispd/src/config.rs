@@ -4,6 +4,7 @@
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
+use clap::builder::BoolishValueParser;
 use clap::Parser;
 use serde::Deserialize;
 use wisp_api::duration::parse_duration;
@@ -90,12 +91,12 @@ pub struct Args {
     #[arg(long, env = "WISP_COLD_TIMEOUT")]
     pub cold_timeout: Option<String>,
     /// Give sprites only a loopback: no slots, NAT, resolver or egress policies.
-    #[arg(long, env = "WISP_NO_NETWORK")]
+    #[arg(long, env = "WISP_NO_NETWORK", value_parser = BoolishValueParser::new())]
     pub no_network: bool,
     /// Benchmark baseline only, never in production: run sprites without their user
     /// namespace, seccomp filter, reduced capabilities and /proc masks (root inside is then
     /// root on the host).
-    #[arg(long, env = "WISP_NO_HARDENING", hide = true)]
+    #[arg(long, env = "WISP_NO_HARDENING", hide = true, value_parser = BoolishValueParser::new())]
     pub no_hardening: bool,
     /// Private IPv4 range sprite addresses come from, one /30 per sprite
     /// [default: 10.213.0.0/16].
@@ -476,6 +477,19 @@ mod tests {
         assert_eq!(s.sprite_subnet.to_string(), "10.213.0.0/16");
         assert_eq!(s.net_pool_size, 4);
         assert!(s.dns_upstreams.is_empty());
+    }
+
+    #[test]
+    fn hardening_is_on_unless_turned_off() {
+        let on = |a: &[&str], file: &str| {
+            let file: FileConfig = toml::from_str(file).unwrap();
+            Settings::resolve(args(a), file, Path::new("/"))
+                .unwrap()
+                .hardening
+        };
+        assert!(on(&[], ""));
+        assert!(!on(&["--no-hardening"], ""));
+        assert!(!on(&[], "hardening = false"));
     }
 
     #[test]

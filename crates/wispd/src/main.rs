@@ -136,6 +136,12 @@ async fn run(settings: Settings) -> anyhow::Result<()> {
     );
 
     let known = Arc::new(reaper::KnownChildren::default());
+    if !settings.hardening {
+        tracing::warn!(
+            "--no-hardening: sprites start without their user namespace, seccomp filter, \
+             capability limits and /proc masks; root inside is root on the host"
+        );
+    }
     let mut ns_runtime = NamespaceRuntime::new(
         NamespaceRuntimeConfig {
             data_dir: data_dir.clone(),

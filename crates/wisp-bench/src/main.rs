@@ -172,6 +172,7 @@ async fn main() -> Result<()> {
         args.density_sprites > 0 && args.density_warm <= args.density_sprites,
         "--density-sprites must be positive and at least --density-warm"
     );
+    peers::state_dirs_at_start();
     let started = Instant::now();
     let meta_started = report::now();
     let machine = report::machine();

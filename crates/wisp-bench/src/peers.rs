@@ -90,6 +90,14 @@ const STATE_DIRS: [&str; 6] = [
     "/run/crun",
     "/run/lxc",
 ];
+/// Which of [`STATE_DIRS`] existed at the start of the run (the first call, which `main` makes
+/// before anything runs a peer: even `podman --version` makes /run/crun), so that no later
+/// [`Peers`] takes a dir an earlier one left for the host's.
+pub fn state_dirs_at_start() -> &'static [bool] {
+    static AT_START: std::sync::OnceLock<Vec<bool>> = std::sync::OnceLock::new();
+    AT_START.get_or_init(|| STATE_DIRS.iter().map(|d| Path::new(d).exists()).collect())
+}
+
 /// Parent cgroups podman (`libpod_parent`, with conmon's below) and LXC (`lxc.pivot`) make in
 /// every hierarchy and leave behind, empty.
 const CGROUP_PARENTS: [&str; 2] = ["libpod_parent", "lxc.pivot"];
@@ -114,6 +122,19 @@ fn remove_cgroup_tree(dir: &Path) -> std::io::Result<()> {
         }
     }
     std::fs::remove_dir(dir)
+}
+
+/// Whether a `conmon` or `podman` process is running (this run's, after its containers: the
+/// host has no other podman user while the bench runs).
+fn podman_busy() -> bool {
+    std::fs::read_dir("/proc")
+        .into_iter()
+        .flatten()
+        .flatten()
+        .any(|e| {
+            std::fs::read_to_string(e.path().join("comm"))
+                .is_ok_and(|c| matches!(c.trim(), "conmon" | "podman"))
+        })
 }
 
 /// Whether anything is mounted at or below `dir`.
@@ -162,7 +183,7 @@ impl Peers {
             had_bridge: link_exists(CNI_BRIDGE),
             tables_before: Some(nft_tables()),
             cgroups_before: Some(cgroup_parents()),
-            state_dirs_before: STATE_DIRS.iter().map(|d| Path::new(d).exists()).collect(),
+            state_dirs_before: state_dirs_at_start().to_vec(),
         })
     }
 
@@ -441,10 +462,11 @@ impl Peers {
             let _ = std::fs::remove_dir(HUGETLB_V1);
         }
         // conmon starts `podman container cleanup` when a container exits, after `podman rm`
-        // returned; it calls crun, which makes /run/crun again: let it finish first
-        // (it also still sits in the `libpod_parent/conmon` cgroups).
-        if !self.state_dirs_before.is_empty() {
-            std::thread::sleep(Duration::from_secs(2));
+        // returned; it calls crun, which makes /run/crun again: let them finish first (they
+        // also still sit in the `libpod_parent/conmon` cgroups).
+        let deadline = Instant::now() + Duration::from_secs(15);
+        while podman_busy() && Instant::now() < deadline {
+            std::thread::sleep(Duration::from_millis(100));
         }
         if let Some(before) = self.cgroups_before.take() {
             for c in cgroup_parents().difference(&before) {

@@ -267,7 +267,10 @@ pub fn write(
     std::fs::write(dir.join("results.json"), serde_json::to_vec_pretty(&json)?)?;
     std::fs::write(
         dir.join("machine.md"),
-        format!("# Machine\n\n{}", meta.machine),
+        format!(
+            "# Machine\n\n{}| load average at the end (1, 5, 15 min) | {} |\n",
+            meta.machine, meta.load_end
+        ),
     )?;
     let mut md = format!(
         "# wisp-bench report\n\nRun {} with `{}`: {:.1} minutes; load average at the end {}. \

@@ -455,12 +455,6 @@ impl Peers {
                 let _ = std::fs::write(IP_FORWARD, v);
             }
         }
-        if std::mem::take(&mut self.hugetlb_mounted) {
-            if let Err(e) = run(cmd("umount", &[HUGETLB_V1]), "umount hugetlb") {
-                left.push(e.to_string());
-            }
-            let _ = std::fs::remove_dir(HUGETLB_V1);
-        }
         // conmon starts `podman container cleanup` when a container exits, after `podman rm`
         // returned; it calls crun, which makes /run/crun again: let them finish first (they
         // also still sit in the `libpod_parent/conmon` cgroups).
@@ -487,6 +481,13 @@ impl Peers {
                     left.push(format!("{}: {e}", d.display()));
                 }
             }
+        }
+        // Last: podman and LXC made their parent cgroups in this hierarchy too.
+        if std::mem::take(&mut self.hugetlb_mounted) {
+            if let Err(e) = run(cmd("umount", &[HUGETLB_V1]), "umount hugetlb") {
+                left.push(e.to_string());
+            }
+            let _ = std::fs::remove_dir(HUGETLB_V1);
         }
         let _ = std::fs::remove_dir_all(&self.dir);
         left

@@ -28,6 +28,15 @@ impl Api {
         self.create_with(serde_json::json!({ "name": name })).await
     }
 
+    /// Creates `name` with `public` URL auth: its sprite URL answers without a token.
+    pub async fn create_public(&self, name: &str) -> Result<String> {
+        self.create_with(serde_json::json!({
+            "name": name,
+            "url_settings": { "auth": "public" },
+        }))
+        .await
+    }
+
     /// Creates `name` as a fork of `src`'s checkpoint `checkpoint` (Wisp's `"from"`); returns
     /// the fork's id once wispd answered 201.
     pub async fn fork(&self, name: &str, src: &str, checkpoint: &str) -> Result<String> {

@@ -1,15 +1,18 @@
 //! `wisp-bench`: measures Wisp next to the floor (plain namespaces tools) on this machine, in
 //! one run, and prints median, p90, n and ratios. `bench/run` is the front door.
 
+mod chart;
 mod client;
 mod daemon;
 mod density;
 mod floor;
+mod ingress;
+mod peers;
 mod report;
 mod stats;
 mod storage;
 
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
 
 use anyhow::{Context, Result};
@@ -17,6 +20,7 @@ use clap::Parser;
 
 use crate::client::Api;
 use crate::daemon::Daemon;
+use crate::peers::Peers;
 use crate::stats::{Figure, Quantity, Scaling};
 
 #[derive(Parser)]
@@ -35,7 +39,7 @@ struct Args {
     /// Runs per figure.
     #[arg(long, default_value_t = 50)]
     runs: usize,
-    /// Where to write results.json and report.md.
+    /// Where to write results.json, report.md, machine.md and chart.png.
     #[arg(long, default_value = "bench/out")]
     out: PathBuf,
     /// Which figures to measure.
@@ -47,6 +51,9 @@ struct Args {
     /// MiB written into the small storage sprite.
     #[arg(long, default_value_t = 10)]
     storage_small_mb: u64,
+    /// MiB written into the middle storage sprite.
+    #[arg(long, default_value_t = 500)]
+    storage_mid_mb: u64,
     /// MiB written into the big storage sprite (at most 4096: the pool is 16 GiB).
     #[arg(long, default_value_t = 2048)]
     storage_big_mb: u64,
@@ -59,6 +66,9 @@ struct Args {
     /// How many of them it puts warm (the rest go cold).
     #[arg(long, default_value_t = 200)]
     density_warm: usize,
+    /// Seconds of load per path and concurrency in the ingress suite.
+    #[arg(long, default_value_t = 5)]
+    ingress_secs: u64,
 }
 
 #[derive(Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
@@ -70,6 +80,8 @@ enum Suite {
     Storage,
     /// Many sprites: create time, memory per warm and cold sprite, listing, wake among them.
     Density,
+    /// The sprite URL against a direct connection: requests/s, latency, bulk MiB/s.
+    Ingress,
 }
 
 impl Suite {
@@ -95,24 +107,75 @@ const WISPD_ARGS: [&str; 10] = [
     "0",
 ];
 
-fn timed<T>(f: impl FnOnce() -> Result<T>) -> Result<Duration> {
+/// podman's starts take 0.2-0.6 s each: at most this many per podman figure.
+const PEER_START_RUNS: usize = 50;
+/// A `podman commit` writes the container's data again as a layer (seconds per GiB): at most
+/// this many per size.
+const PODMAN_COMMIT_RUNS: usize = 5;
+/// `podman exec` takes ~0.1 s: at most this many.
+const PEER_EXEC_RUNS: usize = 100;
+
+/// `n` samples of `f` as figure `name` after one untimed warm-up (`f(n)`: first runs pay for
+/// caches and lazily made state), or a skipped figure: because of `skip` (a peer that is not
+/// installed, say) or the first error.
+fn samples(
+    name: &str,
+    skip: Option<String>,
+    n: usize,
+    mut f: impl FnMut(usize) -> Result<Duration>,
+) -> Figure {
+    if let Some(why) = skip {
+        eprintln!("{name}: skipped: {why}");
+        return Figure::skipped(name, why);
+    }
+    eprintln!("{name}, {n} runs...");
+    match f(n).and_then(|_| (0..n).map(&mut f).collect::<Result<Vec<_>>>()) {
+        Ok(s) => Figure::from_samples(name, &s),
+        Err(e) => {
+            eprintln!("{name}: skipped: {e:#}");
+            Figure::skipped(name, format!("{e:#}"))
+        }
+    }
+}
+
+/// `wisp exec true` through the CLI, configured by its environment, to its exit.
+fn cli_exec_true(cli: &Path, daemon: &Daemon, sprite: &str) -> Result<Duration> {
     let t = Instant::now();
-    f()?;
-    Ok(t.elapsed())
+    let out = std::process::Command::new(cli)
+        .args(["exec", "true"])
+        .env("WISP_API_URL", &daemon.base_url)
+        .env("WISP_TOKEN", &daemon.token)
+        .env("WISP_SPRITE", sprite)
+        .stdin(std::process::Stdio::null())
+        .output()?;
+    let el = t.elapsed();
+    anyhow::ensure!(
+        out.status.success(),
+        "wisp exec true: {}: {}",
+        out.status,
+        String::from_utf8_lossy(&out.stderr).trim()
+    );
+    Ok(el)
 }
 
 #[tokio::main(flavor = "current_thread")]
 async fn main() -> Result<()> {
     let args = Args::parse();
     anyhow::ensure!(
-        args.storage_big_mb <= 4096 && args.storage_small_mb <= args.storage_big_mb,
-        "--storage-big-mb must be at most 4096 and at least --storage-small-mb"
+        args.storage_big_mb <= 4096
+            && args.storage_small_mb <= args.storage_mid_mb
+            && args.storage_mid_mb <= args.storage_big_mb,
+        "storage sizes must grow small <= mid <= big, and --storage-big-mb be at most 4096"
     );
     anyhow::ensure!(args.storage_files > 0, "--storage-files must be positive");
     anyhow::ensure!(
         args.density_sprites > 0 && args.density_warm <= args.density_sprites,
         "--density-sprites must be positive and at least --density-warm"
     );
+    peers::state_dirs_at_start();
+    let started = Instant::now();
+    let meta_started = report::now();
+    let machine = report::machine();
     let extra: Vec<String> = WISPD_ARGS.iter().map(|a| a.to_string()).collect();
     let daemon = Daemon::start(&args.wispd, &args.image_dir, &extra)?;
     let api = Api::new(&daemon.base_url, &daemon.token);
@@ -142,7 +205,20 @@ async fn main() -> Result<()> {
     report::print_table(&figures);
     report::print_scaling(&scaling);
     report::print_quantities(&quantities);
-    report::write(&args.out, &figures, &scaling, &quantities)?;
+    let meta = report::Meta {
+        started: meta_started,
+        command: std::env::var("WISP_BENCH_COMMAND")
+            .unwrap_or_else(|_| std::env::args().collect::<Vec<_>>().join(" ")),
+        machine,
+        load_end: report::loadavg(),
+        elapsed: started.elapsed(),
+    };
+    report::write(&args.out, &figures, &scaling, &quantities, &meta)?;
+    eprintln!(
+        "wrote {}/{{results.json,report.md,machine.md,chart.png}} in {:.1} min",
+        args.out.display(),
+        meta.elapsed.as_secs_f64() / 60.0
+    );
     Ok(())
 }
 
@@ -155,18 +231,29 @@ async fn measure(
     quantities: &mut Vec<Quantity>,
 ) -> Result<()> {
     if args.suite.has(Suite::Core) {
-        core(args, api, figures).await?;
+        core(args, daemon, api, figures).await?;
     }
     if args.suite.has(Suite::Storage) {
         let opts = storage::Options {
             runs: args.storage_runs,
             small_mb: args.storage_small_mb,
+            mid_mb: args.storage_mid_mb,
+            rootfs: args.image_dir.join("debian-bookworm/rootfs"),
+            podman_runs: args.storage_runs.clamp(1, PODMAN_COMMIT_RUNS),
             big_mb: args.storage_big_mb,
             files: args.storage_files,
         };
         let (f, s) = storage::run(api, daemon, &opts).await?;
         figures.extend(f);
         scaling.extend(s);
+    }
+    if args.suite.has(Suite::Ingress) {
+        let opts = ingress::Options {
+            secs: args.ingress_secs.max(1),
+        };
+        let (f, q) = ingress::run(api, daemon, &opts).await?;
+        figures.extend(f);
+        quantities.extend(q);
     }
     if args.suite.has(Suite::Density) {
         let opts = density::Options {
@@ -183,7 +270,7 @@ async fn measure(
 }
 
 /// Create, exec and wake, next to the namespace floor.
-async fn core(args: &Args, api: &Api, figures: &mut Vec<Figure>) -> Result<()> {
+async fn core(args: &Args, daemon: &Daemon, api: &Api, figures: &mut Vec<Figure>) -> Result<()> {
     let runs = args.runs.max(1);
     let lower = args.image_dir.join("debian-bookworm/rootfs");
 
@@ -206,16 +293,47 @@ async fn core(args: &Args, api: &Api, figures: &mut Vec<Figure>) -> Result<()> {
     let mut create_fig = Figure::from_samples("wisp: create -> first exec `true` (API)", &create);
 
     eprintln!("floor: unshare + overlay + pivot_root + true, {runs} runs...");
-    let floor_create = match (0..runs)
-        .map(|i| floor::unshare_true(&lower, i))
-        .collect::<Result<Vec<_>>>()
-    {
-        Ok(s) => Figure::from_samples("floor: unshare+overlay+pivot_root, true", &s),
-        Err(e) => Figure::skipped("floor: unshare+overlay+pivot_root, true", e.to_string()),
-    };
+    let floor_create = samples("floor: unshare+overlay+pivot_root, true", None, runs, |i| {
+        floor::unshare_true(&lower, i)
+    });
     create_fig.compare(&floor_create);
+
+    // The peers, each next to the floor; Wisp next to each of them too.
+    let mut peers = Peers::new(&lower)?;
+    let peer_runs = runs.min(PEER_START_RUNS);
+    let mut create_peers = vec![
+        samples(
+            "peer: bwrap --unshare-all, ro root, true",
+            Peers::missing("bwrap", "bubblewrap"),
+            runs,
+            |_| peers.bwrap_true(),
+        ),
+        samples(
+            "peer: crun run (OCI bundle), true",
+            Peers::missing("crun", "crun"),
+            runs,
+            |i| peers.crun_true(i),
+        ),
+        samples(
+            "peer: podman run --rm --network=none, true",
+            Peers::missing("podman", "podman"),
+            peer_runs,
+            |_| peers.podman_run_true(false),
+        ),
+        samples(
+            "peer: podman run --rm (default CNI network), true",
+            Peers::missing("podman", "podman"),
+            peer_runs,
+            |_| peers.podman_run_true(true),
+        ),
+    ];
+    for p in &mut create_peers {
+        create_fig.compare_also(p);
+        p.compare(&floor_create);
+    }
     figures.push(create_fig);
     figures.push(floor_create);
+    figures.extend(create_peers);
 
     let exec_runs = runs * 4;
     eprintln!("exec round trip on a running sprite, {exec_runs} runs...");
@@ -231,19 +349,63 @@ async fn core(args: &Args, api: &Api, figures: &mut Vec<Figure>) -> Result<()> {
     }
     let mut ws_fig = Figure::from_samples("wisp: exec `true`, WebSocket API", &ws);
     let mut http_fig = Figure::from_samples("wisp: exec `true`, HTTP POST API", &http);
-    let nsenter = match floor::Running::start(&lower).and_then(|r| {
-        (0..exec_runs)
-            .map(|_| timed(|| r.nsenter_true().map(drop)))
-            .collect::<Result<Vec<_>>>()
-    }) {
-        Ok(s) => Figure::from_samples("floor: nsenter -a true", &s),
+    let cli = args.wispd.with_file_name("wisp");
+    let mut cli_fig = samples(
+        "wisp: exec `true`, CLI (`wisp exec true`)",
+        (!cli.is_file()).then(|| format!("no CLI at {} (cargo build -p wisp-cli)", cli.display())),
+        exec_runs,
+        |_| cli_exec_true(&cli, daemon, "bench-warm"),
+    );
+    let nsenter = match floor::Running::start(&lower) {
+        Ok(r) => samples("floor: nsenter -a true", None, exec_runs, |_| {
+            r.nsenter_true()
+        }),
         Err(e) => Figure::skipped("floor: nsenter -a true", e.to_string()),
     };
-    ws_fig.compare(&nsenter);
-    http_fig.compare(&nsenter);
+    eprintln!("peers: podman exec and lxc-attach on a running container...");
+    let podman_exec = {
+        let name = "peer: podman exec, true";
+        match Peers::missing("podman", "podman") {
+            Some(why) => Figure::skipped(name, why),
+            None => match peers.podman_start("exec") {
+                Ok(c) => {
+                    let f = samples(name, None, exec_runs.min(PEER_EXEC_RUNS), |_| {
+                        peers.podman_exec_true(&c)
+                    });
+                    peers.podman_rm(&c);
+                    f
+                }
+                Err(e) => Figure::skipped(name, e.to_string()),
+            },
+        }
+    };
+    let lxc_attach = {
+        let name = "peer: lxc-attach, true";
+        match Peers::missing("lxc-attach", "lxc") {
+            Some(why) => Figure::skipped(name, why),
+            None => match peers.lxc_start() {
+                Ok(c) => samples(name, None, exec_runs, |_| peers.lxc_attach_true(&c)),
+                Err(e) => Figure::skipped(name, e.to_string()),
+            },
+        }
+    };
+    let left = peers.cleanup();
+    anyhow::ensure!(left.is_empty(), "peers left: {}", left.join("; "));
+    let mut exec_peers = [podman_exec, lxc_attach];
+    for f in [&mut ws_fig, &mut http_fig, &mut cli_fig] {
+        f.compare(&nsenter);
+        for p in &exec_peers {
+            f.compare_also(p);
+        }
+    }
+    for p in &mut exec_peers {
+        p.compare(&nsenter);
+    }
 
     let [warm_fig, cold_fig] = wake_figures(api, "bench-warm", runs, "", &ws_fig).await?;
-    figures.extend([ws_fig, http_fig, nsenter, warm_fig, cold_fig]);
+    figures.extend([ws_fig, http_fig, cli_fig, nsenter]);
+    figures.extend(exec_peers);
+    figures.extend([warm_fig, cold_fig]);
     api.delete("bench-warm").await?;
 
     Ok(())

@@ -119,19 +119,112 @@ pub fn print_quantities(rows: &[Quantity]) {
     }
 }
 
-pub fn write(
-    dir: &Path,
-    figs: &[Figure],
-    scaling: &[Scaling],
-    quantities: &[Quantity],
-) -> Result<()> {
-    std::fs::create_dir_all(dir)?;
-    let json = serde_json::json!({
-        "figures": figs,
-        "scaling": scaling,
-        "quantities": quantities,
-    });
-    std::fs::write(dir.join("results.json"), serde_json::to_vec_pretty(&json)?)?;
+/// What a run was: when, how it was asked for, on what, how long it took.
+pub struct Meta {
+    /// `date -u` at the start.
+    pub started: String,
+    /// The command line.
+    pub command: String,
+    /// The machine description (Markdown), with the load average at the start.
+    pub machine: String,
+    /// The load average at the end (`/proc/loadavg`'s first three fields).
+    pub load_end: String,
+    pub elapsed: std::time::Duration,
+}
+
+/// Runs `program args` and returns its first line of output, or `-`.
+fn first_line(program: &str, args: &[&str]) -> String {
+    std::process::Command::new(program)
+        .args(args)
+        .output()
+        .ok()
+        .and_then(|o| {
+            let out = String::from_utf8_lossy(&o.stdout).into_owned()
+                + &String::from_utf8_lossy(&o.stderr);
+            out.lines().next().map(|l| l.trim().to_string())
+        })
+        .filter(|l| !l.is_empty())
+        .unwrap_or_else(|| "-".into())
+}
+
+/// `/proc/loadavg`'s 1, 5 and 15 minute averages.
+pub fn loadavg() -> String {
+    std::fs::read_to_string("/proc/loadavg")
+        .map(|l| l.split_whitespace().take(3).collect::<Vec<_>>().join(" "))
+        .unwrap_or_else(|_| "-".into())
+}
+
+/// The UTC time now (`date -u`), ISO 8601 to the minute.
+pub fn now() -> String {
+    first_line("date", &["-u", "+%Y-%m-%dT%H:%MZ"])
+}
+
+/// CPU, cores, memory, kernel, load, the peers' versions: read at the start of a run.
+pub fn machine() -> String {
+    let cpuinfo = std::fs::read_to_string("/proc/cpuinfo").unwrap_or_default();
+    let model = cpuinfo
+        .lines()
+        .find_map(|l| l.strip_prefix("model name"))
+        .map(|l| l.trim_start_matches([' ', '\t', ':']).to_string())
+        .unwrap_or_else(|| "-".into());
+    let cores = cpuinfo
+        .lines()
+        .filter(|l| l.starts_with("processor"))
+        .count();
+    let meminfo = std::fs::read_to_string("/proc/meminfo").unwrap_or_default();
+    let mem = |k: &str| {
+        meminfo
+            .lines()
+            .find_map(|l| l.strip_prefix(k))
+            .and_then(|v| v.split_whitespace().next()?.parse::<f64>().ok())
+            .map_or("-".into(), |kib| {
+                format!("{:.1} GiB", kib / (1 << 20) as f64)
+            })
+    };
+    let procs = std::fs::read_dir("/proc")
+        .map(|d| {
+            d.flatten()
+                .filter(|e| e.file_name().to_string_lossy().parse::<u32>().is_ok())
+                .count()
+        })
+        .unwrap_or(0);
+    let mut md = String::from("| | |\n|---|---|\n");
+    let mut row = |k: &str, v: String| md.push_str(&format!("| {k} | {v} |\n"));
+    row("CPU", format!("{model}, {cores} cores"));
+    row(
+        "memory",
+        format!(
+            "{} total, {} available at the start",
+            mem("MemTotal:"),
+            mem("MemAvailable:")
+        ),
+    );
+    row("kernel", first_line("uname", &["-srvm"]));
+    row(
+        "OS",
+        first_line("sh", &["-c", ". /etc/os-release && echo $PRETTY_NAME"]),
+    );
+    row(
+        "load average at the start (1, 5, 15 min)",
+        format!(
+            "{} ({procs} processes; the host is shared with other engineers' builds)",
+            loadavg()
+        ),
+    );
+    row("rustc", first_line("rustc", &["--version"]));
+    for (tool, args) in [
+        ("podman", &["--version"][..]),
+        ("crun", &["--version"][..]),
+        ("bwrap", &["--version"][..]),
+        ("lxc-attach", &["--version"][..]),
+        ("unshare", &["--version"][..]),
+    ] {
+        row(tool, first_line(tool, args));
+    }
+    md
+}
+
+fn figures_md(figs: &[Figure]) -> String {
     let mut md = String::from(
         "| figure | median ms | min ms | p90 ms | n | ratio |\n|---|---:|---:|---:|---:|---|\n",
     );
@@ -142,9 +235,73 @@ pub fn write(
             r[0], r[1], r[2], r[3], r[4], r[5]
         ));
     }
+    md
+}
+
+/// Writes results.json, report.md, machine.md and chart.png into `dir`.
+pub fn write(
+    dir: &Path,
+    figs: &[Figure],
+    scaling: &[Scaling],
+    quantities: &[Quantity],
+    meta: &Meta,
+) -> Result<()> {
+    std::fs::create_dir_all(dir)?;
+    let chart = crate::chart::write(
+        &dir.join("chart.png"),
+        &format!("wisp-bench, {}", meta.started),
+        figs,
+    );
+    if let Err(e) = &chart {
+        eprintln!("chart: skipped: {e:#}");
+    }
+    let json = serde_json::json!({
+        "started": meta.started,
+        "command": meta.command,
+        "elapsed_s": meta.elapsed.as_secs_f64(),
+        "load_end": meta.load_end,
+        "figures": figs,
+        "scaling": scaling,
+        "quantities": quantities,
+    });
+    std::fs::write(dir.join("results.json"), serde_json::to_vec_pretty(&json)?)?;
+    std::fs::write(
+        dir.join("machine.md"),
+        format!(
+            "# Machine\n\n{}| load average at the end (1, 5, 15 min) | {} |\n",
+            meta.machine, meta.load_end
+        ),
+    )?;
+    let mut md = format!(
+        "# wisp-bench report\n\nRun {} with `{}`: {:.1} minutes; load average at the end {}. \
+         Machine: [machine.md](machine.md). Every ratio is this figure's median over the median \
+         of the figure named after it, both measured in this run.\n\n",
+        meta.started,
+        meta.command,
+        meta.elapsed.as_secs_f64() / 60.0,
+        meta.load_end
+    );
+    match &chart {
+        Ok(()) => md.push_str("![medians and p90s](chart.png)\n\n"),
+        Err(e) => md.push_str(&format!("Chart skipped: {e:#}.\n\n")),
+    }
+    let skipped: Vec<&Figure> = figs.iter().filter(|f| f.skipped.is_some()).collect();
+    if !skipped.is_empty() {
+        md.push_str("Skipped:\n\n");
+        for f in &skipped {
+            md.push_str(&format!(
+                "* {}: {}\n",
+                f.name,
+                f.skipped.as_deref().unwrap_or("")
+            ));
+        }
+        md.push('\n');
+    }
+    md.push_str("## Times\n\n");
+    md.push_str(&figures_md(figs));
     if let Some(first) = scaling.first() {
         md.push_str(&format!(
-            "\n| operation | {} | {} | {} / {} |\n|---|---:|---:|---:|\n",
+            "\n## Scaling with data size\n\n| operation | {} | {} | {} / {} |\n|---|---:|---:|---:|\n",
             first.small, first.big, first.big, first.small
         ));
         for s in scaling {
@@ -153,7 +310,7 @@ pub fn write(
         }
     }
     if !quantities.is_empty() {
-        md.push_str("\n| measure | value | unit | how |\n|---|---:|---|---|\n");
+        md.push_str("\n## Amounts\n\n| measure | value | unit | how |\n|---|---:|---|---|\n");
         for q in quantities {
             md.push_str(&format!(
                 "| {} | {} | {} | {} |\n",

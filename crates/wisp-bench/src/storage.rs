@@ -1,7 +1,7 @@
-//! Storage figures: checkpoint, restore and fork of a sprite with a little data written and of
-//! one with a lot, next to copying the same files on the host onto the same btrfs (`cp -a
-//! --reflink=never`, a real copy, and `cp -a --reflink=always`, a clone) and `podman commit`
-//! when podman is installed.
+//! Storage figures: checkpoint, restore and fork of sprites with a little, some and a lot of
+//! data written (10 MiB, 500 MiB, 2 GiB by default), next to copying the same files on the
+//! host onto the same btrfs (`cp -a --reflink=never`, a real copy, and `cp -a
+//! --reflink=always`, a clone) and `podman commit` of a container holding the same data.
 //!
 //! The goal is a big/small ratio near 1 for Wisp's operations: a checkpoint is a btrfs
 //! snapshot, a restore and a fork are snapshots of a snapshot, so none of them copies data.
@@ -16,14 +16,20 @@ use anyhow::{ensure, Context, Result};
 use crate::client::Api;
 use crate::daemon::Daemon;
 use crate::floor;
+use crate::peers::Peers;
 use crate::stats::{Figure, Scaling};
 
 pub struct Options {
     /// Timed runs (one more, untimed, warms up).
     pub runs: usize,
-    /// MiB written into the small and the big sprite.
+    /// MiB written into the small, the middle and the big sprite.
     pub small_mb: u64,
+    pub mid_mb: u64,
     pub big_mb: u64,
+    /// The image's root, for podman.
+    pub rootfs: PathBuf,
+    /// Timed `podman commit`s per size (each writes the data again as a layer).
+    pub podman_runs: usize,
     /// Files the data is spread over.
     pub files: u64,
 }
@@ -63,11 +69,7 @@ impl Subject {
         let label = size_label(mb);
         let id = api.create(name).await?;
         let per_file = (mb << 20).div_ceil(files);
-        let script = format!(
-            "set -e; mkdir -p {DATA_DIR}; cd {DATA_DIR}; i=0; \
-             while [ $i -lt {files} ]; do head -c {per_file} /dev/urandom > f$i; i=$((i+1)); done; \
-             sync"
-        );
+        let script = data_script(mb, files);
         eprintln!("  {name}: writing {label} in {files} files of {per_file} bytes...");
         let t = Instant::now();
         let code = api.exec_ws(name, &["sh", "-c", &script]).await?;
@@ -154,34 +156,78 @@ impl Subject {
     }
 }
 
-/// The figures of one operation on the small and the big sprite: each compared with a real
-/// copy of the same data (when given), the big one also with the small one.
-fn pair(
+/// The figures of one operation on each sprite: each compared with a real copy of the same
+/// data (when given), the bigger ones also with the smallest; and how the operation scales
+/// from the smallest to the biggest.
+fn sizes(
     figures: &mut Vec<Figure>,
     scaling: &mut Vec<Scaling>,
     op: &str,
     subjects: &[Subject],
     samples: SamplesOf,
-    vs: Option<&[Figure; 2]>,
-) -> [Figure; 2] {
-    let [mut small, mut big] = [&subjects[0], &subjects[1]]
-        .map(|s| Figure::from_samples(&format!("{op}, {}", s.label), samples(s)));
-    match vs {
-        Some([cp_small, cp_big]) => {
-            small.compare(cp_small);
-            big.compare(cp_big);
-            big.compare_also(&small);
+    vs: Option<&[Figure]>,
+) -> Vec<Figure> {
+    let mut figs: Vec<Figure> = subjects
+        .iter()
+        .map(|s| Figure::from_samples(&format!("{op}, {}", s.label), samples(s)))
+        .collect();
+    let first = figs[0].clone();
+    for (i, f) in figs.iter_mut().enumerate() {
+        match vs {
+            Some(cp) => {
+                f.compare(&cp[i]);
+                if i > 0 {
+                    f.compare_also(&first);
+                }
+            }
+            None if i > 0 => f.compare(&first),
+            None => {}
         }
-        None => big.compare(&small),
     }
+    let (a, z) = (&subjects[0], &subjects[subjects.len() - 1]);
     scaling.push(Scaling::new(
         op,
-        (&subjects[0].label, &small),
-        (&subjects[1].label, &big),
+        (&a.label, &figs[0]),
+        (&z.label, &figs[figs.len() - 1]),
     ));
-    figures.push(small.clone());
-    figures.push(big.clone());
-    [small, big]
+    figures.extend(figs.iter().cloned());
+    figs
+}
+
+/// `podman commit` of a container holding `mb` MiB in `files` files (written like a sprite's),
+/// `runs` times; compared later with Wisp's checkpoint.
+fn podman_commit(peers: &mut Peers, label: &str, mb: u64, files: u64, runs: usize) -> Figure {
+    let name = format!("peer: podman commit, {label}");
+    if let Some(why) = Peers::missing("podman", "podman") {
+        return Figure::skipped(&name, why);
+    }
+    let what = format!("commit{mb}");
+    let measured = peers.podman_start(&what).and_then(|c| {
+        eprintln!("  podman container {c}: writing {label}...");
+        peers.podman_sh(&c, &data_script(mb, files))?;
+        (0..runs)
+            .map(|i| peers.podman_commit(&c, i))
+            .collect::<Result<Vec<_>>>()
+    });
+    let c = peers.container_name(&what);
+    peers.podman_rm(&c);
+    match measured {
+        Ok(s) => Figure::from_samples(&name, &s),
+        Err(e) => {
+            eprintln!("{name}: skipped: {e:#}");
+            Figure::skipped(&name, format!("{e:#}"))
+        }
+    }
+}
+
+/// A shell script writing `mb` MiB of random data in `files` files under [`DATA_DIR`].
+fn data_script(mb: u64, files: u64) -> String {
+    let per_file = (mb << 20).div_ceil(files);
+    format!(
+        "set -e; mkdir -p {DATA_DIR}; cd {DATA_DIR}; i=0; \
+         while [ $i -lt {files} ]; do head -c {per_file} /dev/urandom > f$i; i=$((i+1)); done; \
+         sync"
+    )
 }
 
 /// Runs the storage figures on `daemon` (started with a pool big enough for the big sprite
@@ -196,14 +242,16 @@ pub async fn run(
     let mut subjects = Vec::new();
     for (name, mb) in [
         ("bench-st-small", opts.small_mb),
+        ("bench-st-mid", opts.mid_mb),
         ("bench-st-big", opts.big_mb),
     ] {
         subjects.push(Subject::new(api, daemon, name, mb, opts.files).await?);
     }
     let runs = opts.runs.max(1);
+    let labels: Vec<&str> = subjects.iter().map(|s| s.label.as_str()).collect();
     eprintln!(
-        "checkpoint, restore, fork, cp -a --reflink=never|always on {} and {}: {runs} runs + 1 warm-up...",
-        subjects[0].label, subjects[1].label
+        "checkpoint, restore, fork, cp -a --reflink=never|always on {}: {runs} runs + 1 warm-up...",
+        labels.join(", ")
     );
     for i in 0..=runs {
         for s in subjects.iter_mut() {
@@ -213,24 +261,46 @@ pub async fn run(
 
     let mut figures = Vec::new();
     let mut scaling = Vec::new();
-    let mut peers = Vec::new();
+    let mut peer_figs = Vec::new();
     let mut peer_scaling = Vec::new();
-    let cp = pair(
-        &mut peers,
+    let cp = sizes(
+        &mut peer_figs,
         &mut peer_scaling,
         "peer: cp -a --reflink=never + sync",
         &subjects,
         |s| &s.cp,
         None,
     );
-    pair(
-        &mut peers,
+    sizes(
+        &mut peer_figs,
         &mut peer_scaling,
         "peer: cp -a --reflink=always + sync",
         &subjects,
         |s| &s.reflink,
         Some(&cp),
     );
+    // podman's container storage is not on the pool: its figures compare with the checkpoint
+    // but not with the copies above.
+    let mut peers = Peers::new(&opts.rootfs)?;
+    let mut commits: Vec<Figure> = [opts.small_mb, opts.mid_mb, opts.big_mb]
+        .iter()
+        .zip(&subjects)
+        .map(|(mb, s)| podman_commit(&mut peers, &s.label, *mb, opts.files, opts.podman_runs))
+        .collect();
+    let first = commits[0].clone();
+    for c in commits.iter_mut().skip(1) {
+        c.compare(&first);
+    }
+    if commits.iter().all(|c| c.skipped.is_none()) {
+        let (a, z) = (&subjects[0], &subjects[subjects.len() - 1]);
+        peer_scaling.push(Scaling::new(
+            "peer: podman commit",
+            (&a.label, &commits[0]),
+            (&z.label, &commits[commits.len() - 1]),
+        ));
+    }
+    let left = peers.cleanup();
+    ensure!(left.is_empty(), "podman left: {}", left.join("; "));
     let ops: [(&str, SamplesOf); 4] = [
         ("wisp: checkpoint", |s| &s.checkpoint),
         ("wisp: restore, data in page cache", |s| &s.restore_cached),
@@ -238,26 +308,24 @@ pub async fn run(
         ("wisp: fork from checkpoint", |s| &s.fork),
     ];
     for (op, samples) in ops {
-        pair(
-            &mut figures,
+        let mut figs = sizes(
+            &mut Vec::new(),
             &mut scaling,
             op,
             &subjects,
             samples,
             Some(&cp),
         );
+        if op == "wisp: checkpoint" {
+            for (f, c) in figs.iter_mut().zip(&commits) {
+                f.compare_also(c);
+            }
+        }
+        figures.extend(figs);
     }
-    figures.extend(peers);
+    figures.extend(peer_figs);
+    figures.extend(commits);
     scaling.extend(peer_scaling);
-    figures.push(if floor::on_path("podman") {
-        Figure::skipped(
-            "peer: podman commit",
-            "podman: installed, but not measured yet".into(),
-        )
-    } else {
-        eprintln!("podman: not installed, skipped");
-        Figure::skipped("peer: podman commit", "podman: not installed".into())
-    });
 
     for s in &subjects {
         api.delete(&s.name).await?;

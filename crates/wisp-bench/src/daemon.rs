@@ -19,7 +19,23 @@ pub struct Daemon {
 
 impl Daemon {
     pub fn start(wispd: &Path, image_dir: &Path, extra: &[String]) -> Result<Daemon> {
-        let data_dir = std::env::temp_dir().join(format!("wisp-bench-{}", std::process::id()));
+        Self::start_named(wispd, image_dir, extra, "")
+    }
+
+    /// Like [`Daemon::start`], for a second daemon: `name` tells its data dir apart.
+    pub fn start_named(
+        wispd: &Path,
+        image_dir: &Path,
+        extra: &[String],
+        name: &str,
+    ) -> Result<Daemon> {
+        let suffix = if name.is_empty() {
+            String::new()
+        } else {
+            format!("-{name}")
+        };
+        let data_dir =
+            std::env::temp_dir().join(format!("wisp-bench-{}{suffix}", std::process::id()));
         std::fs::create_dir_all(&data_dir)?;
         // Mount points in /proc/self/mountinfo are canonical paths.
         let data_dir = data_dir.canonicalize()?;

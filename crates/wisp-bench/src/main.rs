@@ -6,6 +6,7 @@ mod client;
 mod daemon;
 mod density;
 mod floor;
+mod hardening;
 mod ingress;
 mod peers;
 mod report;
@@ -82,6 +83,9 @@ enum Suite {
     Density,
     /// The sprite URL against a direct connection: requests/s, latency, bulk MiB/s.
     Ingress,
+    /// Create and exec with the hardening (user namespace, seccomp, capabilities, masks)
+    /// against a second wispd without it.
+    Hardening,
 }
 
 impl Suite {
@@ -136,6 +140,29 @@ fn samples(
             Figure::skipped(name, format!("{e:#}"))
         }
     }
+}
+
+/// The hardening suite: a `--no-hardening` wispd next to the bench's own, stopped (and its
+/// sprites deleted) whatever happens.
+async fn hardening_suite(args: &Args, api: &Api) -> Result<Vec<Figure>> {
+    let extra: Vec<String> = WISPD_ARGS.iter().map(|a| a.to_string()).collect();
+    let baseline = hardening::start_baseline(&args.wispd, &args.image_dir, &extra)?;
+    let base_api = Api::new(&baseline.base_url, &baseline.token);
+    let opts = hardening::Options {
+        runs: args.runs.max(1),
+    };
+    let measured = hardening::run(api, &base_api, &opts).await;
+    let cleaned = base_api
+        .delete_all()
+        .await
+        .context("deleting the unhardened wispd's sprites");
+    let stopped = baseline
+        .stop()
+        .context("cleaning up after the unhardened wispd");
+    let figures = measured?;
+    cleaned?;
+    stopped?;
+    Ok(figures)
 }
 
 /// `wisp exec true` through the CLI, configured by its environment, to its exit.
@@ -232,6 +259,9 @@ async fn measure(
 ) -> Result<()> {
     if args.suite.has(Suite::Core) {
         core(args, daemon, api, figures).await?;
+    }
+    if args.suite.has(Suite::Hardening) {
+        figures.extend(hardening_suite(args, api).await?);
     }
     if args.suite.has(Suite::Storage) {
         let opts = storage::Options {

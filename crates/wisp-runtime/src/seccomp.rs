@@ -27,7 +27,8 @@ use seccompiler::{
     SeccompRule, TargetArch,
 };
 
-/// Refused outright with EPERM.
+/// Refused outright with EPERM: what Docker's default profile refuses to a container without
+/// extra capabilities, plus io_uring.
 const DENIED: &[i64] = &[
     libc::SYS_acct,
     libc::SYS_add_key,
@@ -35,6 +36,7 @@ const DENIED: &[i64] = &[
     libc::SYS_clock_adjtime,
     libc::SYS_clock_settime,
     libc::SYS_delete_module,
+    libc::SYS_fanotify_init,
     libc::SYS_finit_module,
     libc::SYS_fsconfig,
     libc::SYS_fsmount,
@@ -51,6 +53,13 @@ const DENIED: &[i64] = &[
     libc::SYS_kcmp,
     libc::SYS_keyctl,
     libc::SYS_lookup_dcookie,
+    // NUMA placement: Docker allows these only with CAP_SYS_NICE, which sprites lack.
+    libc::SYS_get_mempolicy,
+    libc::SYS_mbind,
+    libc::SYS_migrate_pages,
+    libc::SYS_move_pages,
+    libc::SYS_set_mempolicy,
+    libc::SYS_set_mempolicy_home_node,
     libc::SYS_mount,
     libc::SYS_mount_setattr,
     libc::SYS_move_mount,
@@ -69,6 +78,7 @@ const DENIED: &[i64] = &[
     libc::SYS_settimeofday,
     libc::SYS_swapoff,
     libc::SYS_swapon,
+    libc::SYS_sysfs,
     libc::SYS_syslog,
     libc::SYS_umount2,
     libc::SYS_unshare,
@@ -78,6 +88,9 @@ const DENIED: &[i64] = &[
     libc::SYS_vhangup,
     libc::SYS__sysctl,
 ];
+
+/// `personality` values allowed (see `build`).
+const ALLOWED_PERSONALITIES: [u64; 5] = [0x0, 0x8, 0x2_0000, 0x2_0008, 0xffff_ffff];
 
 /// `clone` flags that create namespaces: refused, as `unshare` and `setns` are.
 const NAMESPACE_FLAGS: &[u64] = &[
@@ -170,6 +183,19 @@ fn build() -> Result<Vec<BpfProgram>, FilterError> {
         clone_rules.push(SeccompRule::new(vec![cond]).map_err(err)?);
     }
     rules.insert(libc::SYS_clone, clone_rules);
+    // personality: only the values Docker's profile lets through (PER_LINUX, PER_LINUX32,
+    // UNAME26 with either, and the query); the others change how the kernel lays out or
+    // executes the process (READ_IMPLIES_EXEC, ADDR_NO_RANDOMIZE, ...). As under Docker, gdb
+    // then warns that it cannot turn address randomization off, and debugs anyway.
+    let not_allowed = ALLOWED_PERSONALITIES
+        .iter()
+        .map(|v| SeccompCondition::new(0, SeccompCmpArgLen::Dword, SeccompCmpOp::Ne, *v))
+        .collect::<Result<Vec<_>, _>>()
+        .map_err(err)?;
+    rules.insert(
+        libc::SYS_personality,
+        vec![SeccompRule::new(not_allowed).map_err(err)?],
+    );
     let deny = compile(rules, libc::EPERM)?;
     let clone3 = compile(
         [(libc::SYS_clone3, vec![])].into_iter().collect(),

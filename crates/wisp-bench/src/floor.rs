@@ -121,22 +121,6 @@ impl Drop for Running {
     }
 }
 
-/// Runs a command to its end; an error carries its stderr.
-fn run_ok(cmd: &mut Command, what: &str) -> Result<()> {
-    let out = cmd
-        .stdin(Stdio::null())
-        .output()
-        .with_context(|| format!("running {what}"))?;
-    if !out.status.success() {
-        bail!(
-            "{what} failed ({}): {}",
-            out.status,
-            String::from_utf8_lossy(&out.stderr).trim()
-        );
-    }
-    Ok(())
-}
-
 /// The storage peer: `cp -a --reflink=never SRC DST` (a real copy of the data), or with
 /// `--reflink=always` (a clone sharing the data), then `sync -f DST` (syncfs of DST's
 /// filesystem), timed together. A plain `cp -a` is no baseline on btrfs: coreutils 9 clones
@@ -152,12 +136,12 @@ pub fn copy_tree(src: &Path, dst: &Path, reflink: bool) -> Result<Duration> {
     let mut sync = Command::new("sync");
     sync.arg("-f").arg(dst);
     let t = Instant::now();
-    run_ok(&mut cp, "cp -a")?;
-    run_ok(&mut sync, "sync -f")?;
+    crate::peers::run(&mut cp, "cp -a")?;
+    crate::peers::run(&mut sync, "sync -f")?;
     let el = t.elapsed();
     std::fs::remove_dir_all(dst).with_context(|| format!("removing {}", dst.display()))?;
     if let Some(parent) = dst.parent() {
-        run_ok(Command::new("sync").arg("-f").arg(parent), "sync -f")?;
+        crate::peers::run(Command::new("sync").arg("-f").arg(parent), "sync -f")?;
     }
     Ok(el)
 }

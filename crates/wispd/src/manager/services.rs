@@ -286,12 +286,30 @@ impl SpriteManager {
                 created_at,
                 updated_at: now,
             };
+            // Same definition, not stopped: the push changes nothing for it.
+            let unchanged = others.iter().any(|o| {
+                o.name == name
+                    && !o.stopped
+                    && (&o.cmd, &o.args, &o.needs, o.http_port, &o.env, &o.dir)
+                        == (
+                            &new.cmd,
+                            &new.args,
+                            &new.needs,
+                            new.http_port,
+                            &new.env,
+                            &new.dir,
+                        )
+            });
             this.store.upsert_service(&new)?;
             tracing::info!(sprite_id = %row.id, service = %name, "service defined");
             let seq = this.push_services_or_fail(&row.id).await?;
-            // A sticky-stopped service that is redefined the same way is started by the push
-            // (the flag changed); a failed one waiting for its backoff starts now.
-            this.runtime.start_service(&row.id, &name).await?;
+            // The push starts a new or changed service, and a sticky-stopped one redefined the
+            // same way (the flag changed). Only an unchanged one that failed and waits for its
+            // backoff needs a start now. Starting the others again would race their first run:
+            // one that already exited would restart at once, skipping its backoff.
+            if unchanged {
+                this.runtime.start_service(&row.id, &name).await?;
+            }
             Ok(seq)
         })
         .await

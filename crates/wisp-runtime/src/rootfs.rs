@@ -146,7 +146,7 @@ pub(crate) fn build(
         // credentials. Host root's id 0 has no place on the id-mapped upper layer, so the
         // mounter carries the sprite root's host id while keeping root's capabilities (which
         // also keep the `trusted.overlay.*` metadata of existing layers in use).
-        let _as_sprite_root = match userns {
+        let as_sprite_root = match userns {
             Some((_, base)) => Some(
                 wisp_sys::fsid::FsIdentity {
                     uid: base,
@@ -166,7 +166,7 @@ pub(crate) fn build(
             Some(opts.as_str()),
         )
         .map_err(|e| format!("mounting the sprite's root: {e}"))?;
-        drop(_as_sprite_root);
+        drop(as_sprite_root);
         let sys = cfg.root_mount.join("sys");
         if sys.is_dir() {
             // sysfs shows the network devices of the namespace it is mounted from: this one.

@@ -217,6 +217,44 @@ impl NamespaceRuntime {
     }
 }
 
+/// What a keeper's answer to a ping tells.
+struct Pong {
+    frozen: bool,
+    init_pid: i32,
+}
+
+impl NamespaceRuntime {
+    /// Pings the sprite's keeper: `None` when the sprite is cold (no socket, or a stale one,
+    /// which is removed).
+    async fn pong(&self, sprite_id: &str) -> Result<Option<Pong>, RuntimeError> {
+        let p = self.paths(sprite_id)?;
+        if !p.socket.exists() {
+            return Ok(None);
+        }
+        let ping = async {
+            let mut conn = KeeperConn::connect(&p.socket).await?;
+            conn.call(&Request::Ping).await.map_err(io::Error::other)
+        };
+        match tokio::time::timeout(PING_TIMEOUT, ping).await {
+            Err(_) => Err(RuntimeError::Unresponsive),
+            Ok(Ok(Reply::Pong {
+                frozen, init_pid, ..
+            })) => Ok(Some(Pong { frozen, init_pid })),
+            Ok(Ok(other)) => Err(unexpected(&other)),
+            Ok(Err(e)) if is_gone(&e) => {
+                // Left behind by a keeper that died: nobody listens on it.
+                tracing::info!(sprite_id, "removing stale keeper socket");
+                let _ = remove_file_if_exists(&p.socket);
+                Ok(None)
+            }
+            Ok(Err(e)) => {
+                tracing::warn!(sprite_id, "pinging keeper: {e}");
+                Ok(None)
+            }
+        }
+    }
+}
+
 fn millis(d: Duration) -> u64 {
     u64::try_from(d.as_millis()).unwrap_or(u64::MAX)
 }
@@ -311,12 +349,9 @@ impl NamespaceRuntime {
 
 /// Removes temporary files an interrupted atomic write left next to the sprite's run files
 /// (`.<id>.json.tmp-…`), so that destroy leaves nothing named after the sprite.
-/// The sprite's user namespace for its checkpoint views, if it has one. `root` is its
-/// init's `/proc/<pid>/root`.
-fn view_id_mapping(root: &Path, p: &SpritePaths) -> io::Result<Option<views::IdMapping>> {
-    let Some(proc_dir) = root.parent() else {
-        return Ok(None);
-    };
+/// The sprite's user namespace for its checkpoint views, if it has one (from its init).
+fn view_id_mapping(init_pid: i32, p: &SpritePaths) -> io::Result<Option<views::IdMapping>> {
+    let proc_dir = PathBuf::from(format!("/proc/{init_pid}"));
     let text = std::fs::read_to_string(proc_dir.join("uid_map"))?;
     if IdMap::parse(&text).unwrap_or(IdMap::IDENTITY) == IdMap::IDENTITY {
         return Ok(None);
@@ -429,30 +464,11 @@ impl Runtime for NamespaceRuntime {
     }
 
     async fn state(&self, sprite_id: &str) -> Result<SpriteState, RuntimeError> {
-        let p = self.paths(sprite_id)?;
-        if !p.socket.exists() {
-            return Ok(SpriteState::Cold);
-        }
-        let ping = async {
-            let mut conn = KeeperConn::connect(&p.socket).await?;
-            conn.call(&Request::Ping).await.map_err(io::Error::other)
-        };
-        match tokio::time::timeout(PING_TIMEOUT, ping).await {
-            Err(_) => Err(RuntimeError::Unresponsive),
-            Ok(Ok(Reply::Pong { frozen: true, .. })) => Ok(SpriteState::Warm),
-            Ok(Ok(Reply::Pong { .. })) => Ok(SpriteState::Running),
-            Ok(Ok(other)) => Err(unexpected(&other)),
-            Ok(Err(e)) if is_gone(&e) => {
-                // Left behind by a keeper that died: nobody listens on it.
-                tracing::info!(sprite_id, "removing stale keeper socket");
-                let _ = remove_file_if_exists(&p.socket);
-                Ok(SpriteState::Cold)
-            }
-            Ok(Err(e)) => {
-                tracing::warn!(sprite_id, "pinging keeper: {e}");
-                Ok(SpriteState::Cold)
-            }
-        }
+        Ok(match self.pong(sprite_id).await? {
+            None => SpriteState::Cold,
+            Some(Pong { frozen: true, .. }) => SpriteState::Warm,
+            Some(_) => SpriteState::Running,
+        })
     }
 
     async fn freeze(&self, sprite_id: &str) -> Result<(), RuntimeError> {
@@ -609,9 +625,10 @@ impl Runtime for NamespaceRuntime {
         checkpoint_ids: &[String],
     ) -> Result<(), RuntimeError> {
         let p = self.paths(sprite_id)?;
-        if self.state(sprite_id).await? == SpriteState::Cold {
+        // One ping: whether it runs, and its init (whose user namespace the views use).
+        let Some(Pong { init_pid, .. }) = self.pong(sprite_id).await? else {
             return Ok(());
-        }
+        };
         let base = self.base_rootfs().await?;
         let wanted: Vec<views::View> = checkpoint_ids
             .iter()
@@ -620,9 +637,8 @@ impl Runtime for NamespaceRuntime {
                 upper: self.pool.checkpoint_upper(sprite_id, id),
             })
             .collect();
-        let root = self.root_dir(sprite_id).await?;
         blocking(move || {
-            let idmap = view_id_mapping(&root, &p)
+            let idmap = view_id_mapping(init_pid, &p)
                 .map_err(|e| RuntimeError::io("reading the sprite's id map", e))?;
             views::sync(&p.checkpoint_views, &wanted, &base, idmap.as_ref())
                 .map_err(|e| RuntimeError::io("mounting checkpoint views", e))
